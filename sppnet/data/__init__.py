@@ -1,0 +1,1 @@
+"""sppnet.data: see docs/architecture.md."""

@@ -1,0 +1,1 @@
+"""sppnet.engine: see docs/architecture.md."""

@@ -1,0 +1,1 @@
+"""sppnet.evaluation: see docs/architecture.md."""

@@ -1,0 +1,1 @@
+"""sppnet.models: see docs/architecture.md."""

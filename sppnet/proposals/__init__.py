@@ -1,0 +1,1 @@
+"""sppnet.proposals: see docs/architecture.md."""

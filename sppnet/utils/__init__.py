@@ -1,0 +1,1 @@
+"""sppnet.utils: see docs/architecture.md."""
