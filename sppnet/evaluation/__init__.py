@@ -1,1 +1,23 @@
-"""sppnet.evaluation: see docs/architecture.md."""
+"""Detection metrics: PASCAL VOC AP (VOC2007 11-point and VOC2010+ area), COCO AP through
+pycocotools, PR-curve plots and the results JSON. See docs/evaluation.md."""
+
+from sppnet.evaluation.coco import COCO_METRICS, COCOResult, evaluate_coco
+from sppnet.evaluation.plots import plot_pr_curves, save_pr_curves
+from sppnet.evaluation.report import format_table, results_to_dict, write_results_json
+from sppnet.evaluation.voc import METRICS, ClassResult, VOCResult, average_precision, evaluate_voc
+
+__all__ = [
+    "COCO_METRICS",
+    "METRICS",
+    "COCOResult",
+    "ClassResult",
+    "VOCResult",
+    "average_precision",
+    "evaluate_coco",
+    "evaluate_voc",
+    "format_table",
+    "plot_pr_curves",
+    "results_to_dict",
+    "save_pr_curves",
+    "write_results_json",
+]
