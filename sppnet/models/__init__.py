@@ -2,12 +2,16 @@
 docs/architecture.md."""
 
 from sppnet.models.backbones import Backbone, create_backbone, list_backbones
+from sppnet.models.classifier import FixedInputClassifier, SPPNetClassifier, build_classifier
 from sppnet.models.weights import WeightsError, WeightsNotFoundError
 
 __all__ = [
     "Backbone",
+    "FixedInputClassifier",
+    "SPPNetClassifier",
     "WeightsError",
     "WeightsNotFoundError",
+    "build_classifier",
     "create_backbone",
     "list_backbones",
 ]
