@@ -7,39 +7,16 @@ import math
 import numpy as np
 import pytest
 import torch
+from synthetic_detections import FAR, A, B, make_pred, make_target, random_dataset
 
 from sppnet.evaluation import average_precision, evaluate_voc
-
-
-def _target(boxes, labels, difficult=None):
-    t = {
-        "boxes": torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4),
-        "labels": torch.tensor(labels, dtype=torch.int64),
-    }
-    if difficult is not None:
-        t["difficult"] = torch.tensor(difficult, dtype=torch.bool)
-    return t
-
-
-def _pred(boxes, labels, scores):
-    return {
-        "boxes": torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4),
-        "labels": torch.tensor(labels, dtype=torch.int64),
-        "scores": torch.tensor(scores, dtype=torch.float32),
-    }
-
-
-A = [0.0, 0.0, 10.0, 10.0]
-B = [20.0, 20.0, 40.0, 30.0]
-FAR = [100.0, 100.0, 110.0, 110.0]
-
 
 # ----------------------------------------------------------------------------- hand-worked cases
 
 
 def test_perfect_detections_give_one():
-    targets = [_target([A, B], [1, 2]), _target([B], [1])]
-    preds = [_pred([A, B], [1, 2], [0.3, 0.9]), _pred([B], [1], [0.8])]
+    targets = [make_target([A, B], [1, 2]), make_target([B], [1])]
+    preds = [make_pred([A, B], [1, 2], [0.3, 0.9]), make_pred([B], [1], [0.8])]
     r = evaluate_voc(preds, targets, ["cat", "dog"])
     assert r.ap("voc07") == {"cat": 1.0, "dog": 1.0}
     assert r.ap("voc10") == {"cat": 1.0, "dog": 1.0}
@@ -52,7 +29,7 @@ def test_false_positive_ranked_above_true_positive():
     #   recall    [0, 1]     precision [0, 1/2]
     #   voc10: the envelope is 1/2 on (0, 1]  -> area 1/2
     #   voc07: max precision at recall >= t is 1/2 for all 11 t -> 1/2
-    r = evaluate_voc([_pred([FAR, A], [1, 1], [0.9, 0.5])], [_target([A], [1])], 1)
+    r = evaluate_voc([make_pred([FAR, A], [1, 1], [0.9, 0.5])], [make_target([A], [1])], 1)
     c = r.per_class[0]
     np.testing.assert_array_equal(c.tp, [False, True])
     np.testing.assert_allclose(c.recall, [0.0, 1.0])
@@ -69,7 +46,9 @@ def test_duplicate_detection_is_false_positive_and_metrics_differ():
     #   voc07: t = 0 .. 0.5 (6 points) -> 1; t = 0.6 .. 1 (5 points) -> 2/3
     #          -> (6 + 10/3) / 11 = 0.848484...
     dup = [0.5, 0.0, 10.5, 10.0]  # IoU with A = 95 / 105 = 0.905
-    r = evaluate_voc([_pred([A, dup, B], [1, 1, 1], [0.9, 0.8, 0.7])], [_target([A, B], [1, 1])], 1)
+    r = evaluate_voc(
+        [make_pred([A, dup, B], [1, 1, 1], [0.9, 0.8, 0.7])], [make_target([A, B], [1, 1])], 1
+    )
     c = r.per_class[0]
     np.testing.assert_array_equal(c.tp, [True, False, True])
     assert c.ap["voc10"] == pytest.approx(0.5 + 1.0 / 3.0)
@@ -81,16 +60,16 @@ def test_difficult_match_is_ignored():
     # Boxes: A (normal), B (difficult). Ranked: on B (0.9, ignored), FAR (0.85, FP), on A (0.8, TP).
     # Counted: FP, TP -> recall [0, 1], precision [0, 1/2] -> AP 1/2 (both metrics).
     # (Counting the difficult hit as FP would give 1/3; as a normal box, 0.8333.)
-    preds = [_pred([B, FAR, A], [1, 1, 1], [0.9, 0.85, 0.8])]
-    r = evaluate_voc(preds, [_target([A, B], [1, 1], [False, True])], 1)
+    preds = [make_pred([B, FAR, A], [1, 1, 1], [0.9, 0.85, 0.8])]
+    r = evaluate_voc(preds, [make_target([A, B], [1, 1], [False, True])], 1)
     c = r.per_class[0]
     assert c.num_positives == 1 and c.num_difficult == 1 and c.num_ignored == 1
     np.testing.assert_allclose(c.scores, [0.85, 0.8])
     assert c.ap["voc10"] == pytest.approx(0.5)
     assert c.ap["voc07"] == pytest.approx(0.5)
     # Duplicates on a difficult box are ignored too, as in the devkit.
-    preds = [_pred([B, B, A], [1, 1, 1], [0.9, 0.85, 0.8])]
-    r = evaluate_voc(preds, [_target([A, B], [1, 1], [False, True])], 1)
+    preds = [make_pred([B, B, A], [1, 1, 1], [0.9, 0.85, 0.8])]
+    r = evaluate_voc(preds, [make_target([A, B], [1, 1], [False, True])], 1)
     assert r.per_class[0].num_ignored == 2 and r.per_class[0].ap["voc10"] == 1.0
 
 
@@ -103,7 +82,9 @@ def test_taken_box_is_not_replaced_by_next_best():
     #   voc10: 1/2 * 1 = 0.5;   voc07: t = 0 .. 0.5 -> 1, rest 0 -> 6/11
     C = [2.0, 0.0, 12.0, 10.0]
     r = evaluate_voc(
-        [_pred([A, [0.5, 0.0, 10.5, 10.0]], [1, 1], [0.9, 0.8])], [_target([A, C], [1, 1])], 1
+        [make_pred([A, [0.5, 0.0, 10.5, 10.0]], [1, 1], [0.9, 0.8])],
+        [make_target([A, C], [1, 1])],
+        1,
     )
     c = r.per_class[0]
     np.testing.assert_array_equal(c.tp, [True, False])
@@ -113,7 +94,7 @@ def test_taken_box_is_not_replaced_by_next_best():
 
 def test_iou_threshold_is_inclusive_and_configurable():
     half = [0.0, 0.0, 10.0, 5.0]  # IoU with A exactly 50 / 100
-    preds, targets = [_pred([half], [1], [1.0])], [_target([A], [1])]
+    preds, targets = [make_pred([half], [1], [1.0])], [make_target([A], [1])]
     assert evaluate_voc(preds, targets, 1).map("voc10") == 1.0
     assert evaluate_voc(preds, targets, 1, iou_threshold=0.6).map("voc10") == 0.0
 
@@ -121,8 +102,8 @@ def test_iou_threshold_is_inclusive_and_configurable():
 def test_classes_are_separate_and_missing_classes_are_nan():
     # Class 2's detection sits on a class-1 box: a FP for class 2, nothing for class 1.
     # Class 3 has no box at all: NaN, left out of the mAP.
-    preds = [_pred([A, A], [1, 2], [0.9, 0.95])]
-    targets = [_target([A, B], [1, 2])]
+    preds = [make_pred([A, A], [1, 2], [0.9, 0.95])]
+    targets = [make_target([A, B], [1, 2])]
     r = evaluate_voc(preds, targets, ["a", "b", "c"])
     ap = r.ap("voc10")
     assert ap["a"] == 1.0 and ap["b"] == 0.0 and math.isnan(ap["c"])
@@ -130,7 +111,7 @@ def test_classes_are_separate_and_missing_classes_are_nan():
 
 
 def test_no_detections_and_no_images():
-    r = evaluate_voc([_pred([], [], [])], [_target([A], [1])], 1)
+    r = evaluate_voc([make_pred([], [], [])], [make_target([A], [1])], 1)
     assert r.per_class[0].ap == {"voc07": 0.0, "voc10": 0.0}
     empty = evaluate_voc([], [], ["x"])
     assert math.isnan(empty.map("voc07")) and empty.num_images == 0
@@ -148,7 +129,7 @@ def test_average_precision_of_known_curve():
         average_precision(rec, prec, "coco")
 
 
-_GT = [_target([A], [1])]
+_GT = [make_target([A], [1])]
 _ONE = torch.ones(1, dtype=torch.long)
 
 
@@ -156,11 +137,15 @@ _ONE = torch.ones(1, dtype=torch.long)
     ("preds", "targets", "message"),
     [
         ([], _GT, "0 predictions but 1 targets"),
-        ([_pred([A], [0], [1.0])], _GT, r"labels.*1\.\.1"),
-        ([_pred([A], [1], [1.0])], [_target([A], [2])], r"targets\[0\]\['labels'\]"),
+        ([make_pred([A], [0], [1.0])], _GT, r"labels.*1\.\.1"),
+        ([make_pred([A], [1], [1.0])], [make_target([A], [2])], r"targets\[0\]\['labels'\]"),
         ([{"boxes": torch.zeros(1, 4), "labels": _ONE}], _GT, "scores"),
-        ([_pred([A], [1], [float("nan")])], _GT, "NaN"),
-        ([_pred([A], [1], [1.0])], [{**_GT[0], "difficult": torch.zeros(2).bool()}], "difficult"),
+        ([make_pred([A], [1], [float("nan")])], _GT, "NaN"),
+        (
+            [make_pred([A], [1], [1.0])],
+            [{**_GT[0], "difficult": torch.zeros(2).bool()}],
+            "difficult",
+        ),
         ([{"boxes": torch.zeros(1, 5), "labels": _ONE, "scores": torch.ones(1)}], _GT, r"\[N, 4\]"),
     ],
 )
@@ -241,37 +226,6 @@ def _devkit_voc_eval(preds, targets, cls, iou_threshold, use_07_metric):
         mpre[i - 1] = np.maximum(mpre[i - 1], mpre[i])
     i = np.where(mrec[1:] != mrec[:-1])[0]
     return float(np.sum((mrec[i + 1] - mrec[i]) * mpre[i + 1]))
-
-
-def random_dataset(seed, num_images=12, num_classes=3, difficult_rate=0.2, max_dets=30):
-    """Ground truth and noisy detections: jittered copies of boxes, duplicates, random boxes."""
-    g = torch.Generator().manual_seed(seed)
-    preds, targets = [], []
-    for _ in range(num_images):
-        n = int(torch.randint(0, 6, (1,), generator=g))
-        xy = torch.rand(n, 2, generator=g) * 400
-        wh = 10 + torch.rand(n, 2, generator=g) * 120
-        boxes = torch.cat([xy, xy + wh], 1)
-        labels = torch.randint(1, num_classes + 1, (n,), generator=g)
-        difficult = torch.rand(n, generator=g) < difficult_rate
-        targets.append({"boxes": boxes, "labels": labels, "difficult": difficult})
-        # Jittered copies (some good, some poor), some with the wrong label, plus clutter.
-        copies = boxes.repeat(2, 1)
-        copies = copies + torch.randn(copies.shape, generator=g) * (wh.repeat(2, 2) * 0.15)
-        copy_labels = labels.repeat(2)
-        flip = torch.rand(copy_labels.shape, generator=g) < 0.15
-        copy_labels = torch.where(
-            flip, torch.randint(1, num_classes + 1, copy_labels.shape, generator=g), copy_labels
-        )
-        m = int(torch.randint(0, max_dets - 2 * n + 1, (1,), generator=g))
-        cxy = torch.rand(m, 2, generator=g) * 400
-        clutter = torch.cat([cxy, cxy + 10 + torch.rand(m, 2, generator=g) * 120], 1)
-        det_boxes = torch.cat([copies, clutter])
-        det_labels = torch.cat([copy_labels, torch.randint(1, num_classes + 1, (m,), generator=g)])
-        # Quantised scores so that ties happen and the sort's stability is exercised.
-        scores = torch.round(torch.rand(det_boxes.shape[0], generator=g) * 20) / 20
-        preds.append({"boxes": det_boxes, "labels": det_labels, "scores": scores})
-    return preds, targets
 
 
 @pytest.mark.parametrize("seed", range(10))
