@@ -1,0 +1,103 @@
+import pytest
+import torch
+from skimage import data
+
+from sppnet.proposals import SelectiveSearch, check_proposals, selective_search
+from sppnet.proposals.selective_search import working_size
+
+
+def _photo(name: str) -> torch.Tensor:
+    return torch.from_numpy(getattr(data, name)()).permute(2, 0, 1).contiguous()
+
+
+@pytest.fixture(scope="module")
+def coffee() -> torch.Tensor:
+    return _photo("coffee")  # 400 x 600 real photograph
+
+
+@pytest.fixture(scope="module")
+def coffee_boxes(coffee: torch.Tensor) -> torch.Tensor:
+    return selective_search(coffee, shorter_side=128)
+
+
+def test_real_photo_gives_many_valid_boxes(coffee, coffee_boxes):
+    boxes = coffee_boxes
+    assert boxes.dtype == torch.float32 and boxes.shape[1] == 4
+    assert 50 <= len(boxes) <= 2000
+    check_proposals(boxes, (400, 600))  # finite, x1 < x2, y1 < y2, inside the image
+    assert len(torch.unique(boxes, dim=0)) == len(boxes)
+    sizes = boxes[:, 2:] - boxes[:, :2]
+    assert (sizes >= 8).all()
+    # Selective search ends with everything merged: the whole image is a proposal, mapped back
+    # exactly (working image 128 x 192 -> original 400 x 600).
+    assert (boxes == torch.tensor([0.0, 0.0, 600.0, 400.0])).all(1).any()
+
+
+def test_same_input_same_boxes_in_the_same_order(coffee, coffee_boxes):
+    # OpenCV ranks with the C library's rand(); another call in between advances its state.
+    selective_search(_photo("chelsea"), shorter_side=96)
+    again = selective_search(coffee, shorter_side=128)
+    assert torch.equal(again, coffee_boxes)
+
+
+def test_cap_and_min_size(coffee, coffee_boxes):
+    capped = selective_search(coffee, shorter_side=128, max_proposals=25)
+    assert torch.equal(capped, coffee_boxes[:25])
+    large = selective_search(coffee, shorter_side=128, min_size=100)
+    sizes = large[:, 2:] - large[:, :2]
+    assert len(large) > 0 and (sizes >= 100).all()
+    # The same boxes, in the same order, as filtering the uncapped list.
+    keep = ((coffee_boxes[:, 2:] - coffee_boxes[:, :2]) >= 100).all(1)
+    assert torch.equal(large, coffee_boxes[keep])
+
+
+def _rectangle_image(height: int, width: int, box: tuple[int, int, int, int]) -> torch.Tensor:
+    """A flat grey image with one saturated red rectangle covering pixels x1..x2-1, y1..y2-1."""
+    image = torch.full((3, height, width), 128, dtype=torch.uint8)
+    x1, y1, x2, y2 = box
+    image[:, y1:y2, x1:x2] = torch.tensor([220, 30, 30], dtype=torch.uint8)[:, None, None]
+    return image
+
+
+@pytest.mark.parametrize("shorter_side", [None, 150, 200])
+def test_boxes_map_back_to_original_pixels(shorter_side):
+    truth = (100, 60, 220, 160)
+    image = _rectangle_image(300, 400, truth)
+    boxes = selective_search(image, shorter_side=shorter_side, min_size=0)
+    check_proposals(boxes, (300, 400))
+    _, work_w = working_size(300, 400, shorter_side)
+    # The rectangle's edges land on or next to a working pixel edge: allow one working pixel.
+    tolerance = 400 / work_w + 1e-4
+    error = (boxes - torch.tensor(truth, dtype=torch.float32)).abs().amax(1)
+    assert float(error.min()) <= tolerance
+    if shorter_side in (None, 150):  # scale 1 or exactly 1/2: edges map without any error
+        assert float(error.min()) == 0.0
+    assert (boxes == torch.tensor([0.0, 0.0, 400.0, 300.0])).all(1).any()
+
+
+def test_working_size():
+    assert working_size(300, 400, 150) == (150, 200)
+    assert working_size(300, 400, None) == (300, 400)
+    assert working_size(100, 400, 224) == (100, 400)  # never enlarged
+    assert working_size(375, 500, 224) == (224, 299)  # round(500 * 224 / 375) = 299
+
+
+def test_modes_and_source_params(coffee):
+    small = coffee[:, ::4, ::4].contiguous()  # 100 x 150
+    single = selective_search(small, mode="single", shorter_side=None)
+    fast = selective_search(small, mode="fast", shorter_side=None)
+    assert 0 < len(single) < len(fast)
+    source = SelectiveSearch(mode="single", shorter_side=None)
+    assert torch.equal(source(small, "coffee"), single)
+    assert source.params()["mode"] == "single" and source.name == "selective_search"
+
+
+def test_bad_arguments_raise_clear_errors(coffee):
+    with pytest.raises(ValueError, match="mode"):
+        selective_search(coffee, mode="slow")
+    with pytest.raises(ValueError, match="shorter_side"):
+        selective_search(coffee, shorter_side=0)
+    with pytest.raises(TypeError, match="uint8"):
+        selective_search(coffee.float())
+    with pytest.raises(ValueError, match=r"\[3, H, W\]"):
+        selective_search(coffee[0])
