@@ -5,14 +5,25 @@ dict documented in ``docs/data.md`` (boxes xyxy float32 in 0-based pixels, label
 background, never present in a target).
 """
 
+from sppnet.data.coco import COCODetection
+from sppnet.data.detection import DetectionDataset
 from sppnet.data.errors import AnnotationError, ImageReadError
 from sppnet.data.images import decode_image, image_from_array, read_image, read_image_size
+from sppnet.data.mnist import load_mnist_5k
+from sppnet.data.target import validate_target
+from sppnet.data.voc import VOC_CLASSES, VOCDetection
 
 __all__ = [
+    "VOC_CLASSES",
     "AnnotationError",
+    "COCODetection",
+    "DetectionDataset",
     "ImageReadError",
+    "VOCDetection",
     "decode_image",
     "image_from_array",
+    "load_mnist_5k",
     "read_image",
     "read_image_size",
+    "validate_target",
 ]
