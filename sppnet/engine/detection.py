@@ -1,0 +1,685 @@
+"""Training the SPP-net detector: the paper's stages, plus end-to-end fine-tuning.
+
+The stages (section 4 of the paper), each a function here:
+
+1. :class:`FeatureCache` - conv maps of every training image at every scale, computed once with
+   the trunk frozen and kept in ``cache_dtype`` (float16 by default). The paper cached the *pooled*
+   features of every window, which is ``K * C * 50`` floats per image (2,000 windows x 96 channels x
+   50 bins x 4 bytes = 38 MB per image with the demo trunk); the conv maps are ``C * h * w`` values
+   per scale (96 x 30 x 34 x 2 bytes = 0.2 MB for a 480 x 550 demo image), so windows are re-pooled
+   from them on demand, which costs little next to fc6.
+2. :func:`finetune_fc` - fc6, fc7 and a new fc8 (num_classes + 1 outputs) fine-tuned with the trunk
+   frozen, on mini-batches of windows 25% of which are foreground (IoU >= 0.5) and the rest
+   background (IoU in [0.1, 0.5)); features come from the cache.
+3. :func:`finetune_end_to_end` - beyond the paper: the same loss back-propagated through
+   ``roi_spp`` into the trunk (all but its first ``trunk_frozen_prefix`` blocks; batch norm
+   frozen), one random scale per step as in Fast R-CNN. The cache is stale afterwards.
+4. :func:`train_svms` - the per-class linear SVMs on fc7 features with hard-negative mining
+   (:mod:`sppnet.models.svm`).
+5. :func:`train_box_regressor` - per-class ridge regression of R-CNN's (dx, dy, dw, dh) from the
+   pooled conv features (or fc7) of windows with IoU >= 0.5.
+
+:func:`train_detector` runs the stages a :class:`~sppnet.models.detector_config.TrainingConfig`
+names. The gradient stages run on :class:`sppnet.engine.trainer.Trainer` when a ``trainer_factory``
+is given (the ``sppnet train`` command does this, for progress bars, checkpoints and resume);
+otherwise on a plain loop.
+
+Data: a :class:`DetectionSet` - the targets and proposals of every image in memory, the images
+themselves read from the dataset on demand (or kept in memory).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from sppnet.models.detector import MultiScaleFeatures, SPPNetDetector, _pad_stack, label_windows
+from sppnet.models.detector_config import TrainingConfig
+from sppnet.models.heads import SoftmaxHead
+from sppnet.models.svm import (
+    LinearSVMs,
+    feature_scale,
+    fit_svms_liblinear,
+    fit_svms_torch,
+    mine_hard_negatives,
+)
+from sppnet.ops.boxes import batched_nms_per_class, box_iou
+
+__all__ = [
+    "DetectionSet",
+    "FeatureCache",
+    "StageLog",
+    "TrainedHeads",
+    "finetune_end_to_end",
+    "finetune_fc",
+    "predict",
+    "train_box_regressor",
+    "train_detector",
+    "train_svms",
+]
+
+logger = logging.getLogger(__name__)
+
+_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
+
+
+ProgressFn = Callable[..., Any]
+
+
+def _no_progress(iterable: Any, **_: Any) -> Any:
+    return iterable
+
+
+# ----------------------------------------------------------------------------- data
+class DetectionSet:
+    """The images of a detection dataset with their targets and proposals.
+
+    Targets and proposals are held in memory (small); images are read from ``dataset`` when
+    needed, or held too with ``keep_images=True`` (the demo's 200 images take ~80 MB).
+
+    Args:
+        dataset: items ``(image uint8 [3, H, W], target dict)``, ``len(dataset)`` of them.
+        proposals: ``(image, image_id) -> Tensor[M, 4]`` (e.g. a
+            :class:`~sppnet.proposals.ProposalCache`), or a sequence of tensors in dataset order.
+        max_proposals: keep only the first (highest-ranked) this many per image.
+        keep_images: hold the decoded images in memory.
+        progress: a tqdm-like wrapper for the one pass over the dataset.
+    """
+
+    def __init__(
+        self,
+        dataset: Any,
+        proposals: Callable[[Tensor, str], Tensor] | Sequence[Tensor],
+        max_proposals: int | None = None,
+        keep_images: bool = False,
+        progress: ProgressFn = _no_progress,
+    ) -> None:
+        if not callable(proposals) and len(proposals) != len(dataset):
+            raise ValueError(
+                f"got {len(proposals)} proposal tensors for a dataset of {len(dataset)} images"
+            )
+        self.dataset = dataset
+        self.targets: list[dict[str, Any]] = []
+        self.proposals: list[Tensor] = []
+        self._images: list[Tensor] | None = [] if keep_images else None
+        for i in progress(range(len(dataset)), desc="images", unit="img"):
+            image, target = dataset[i]
+            boxes = proposals(image, target["image_id"]) if callable(proposals) else proposals[i]
+            if boxes.ndim != 2 or boxes.shape[-1] != 4:
+                raise ValueError(
+                    f"proposals of image {target['image_id']!r} must be Tensor[M, 4], got "
+                    f"{tuple(boxes.shape)}"
+                )
+            self.proposals.append(boxes[:max_proposals].float())
+            self.targets.append(target)
+            if self._images is not None:
+                self._images.append(image)
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+    def image(self, index: int) -> Tensor:
+        """The image ``index``, Tensor[3, H, W] uint8."""
+        if self._images is not None:
+            return self._images[index]
+        return self.dataset[index][0]
+
+    def positives(self, index: int) -> tuple[Tensor, Tensor]:
+        """Ground-truth ``(boxes [G, 4] float32, labels [G])`` of an image, difficult ones left out
+        (as in the paper's training)."""
+        return _positives(self.targets[index])
+
+
+def _positives(target: dict[str, Any]) -> tuple[Tensor, Tensor]:
+    boxes, labels = target["boxes"].float(), target["labels"]
+    difficult = target.get("difficult")
+    if difficult is not None and difficult.numel():
+        keep = ~difficult.bool()
+        boxes, labels = boxes[keep], labels[keep]
+    return boxes, labels
+
+
+# ----------------------------------------------------------------------------- stage 1: cache
+class FeatureCache:
+    """Per image and scale, the trunk's conv map ``Tensor[C, h, w]`` in a reduced dtype.
+
+    Build with :meth:`build`; :meth:`features` assembles any subset of images as
+    :class:`~sppnet.models.detector.MultiScaleFeatures` for ``pool_windows``.
+    """
+
+    def __init__(self) -> None:
+        self.maps: list[list[Tensor]] = []  # [image][scale] -> Tensor[C, h, w]
+        self.factors: list[Tensor] = []  # [image] -> Tensor[S, 2]
+        self.image_sizes: list[tuple[int, int]] = []
+
+    @classmethod
+    @torch.no_grad()
+    def build(
+        cls,
+        detector: SPPNetDetector,
+        data: DetectionSet,
+        dtype: torch.dtype = torch.float16,
+        progress: ProgressFn = _no_progress,
+    ) -> FeatureCache:
+        """Run the trunk once per image and scale (eval mode) and keep the maps in ``dtype``."""
+        was_training = detector.training
+        detector.eval()
+        cache = cls()
+        try:
+            for i in progress(range(len(data)), desc="conv features", unit="img"):
+                feats = detector.compute_features([data.image(i)])
+                cache.maps.append([m[0].to(dtype) for m in feats.maps])
+                cache.factors.append(torch.stack([f[0] for f in feats.factors]))
+                cache.image_sizes.append(feats.image_sizes[0])
+        finally:
+            detector.train(was_training)
+        return cache
+
+    def __len__(self) -> int:
+        return len(self.maps)
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes held by the cached maps."""
+        return sum(m.numel() * m.element_size() for per_image in self.maps for m in per_image)
+
+    def features(
+        self, indices: Sequence[int], dtype: torch.dtype = torch.float32
+    ) -> MultiScaleFeatures:
+        """The features of the images ``indices`` (maps cast to ``dtype``)."""
+        num_scales = len(self.maps[indices[0]])
+        maps = [_pad_stack([self.maps[i][k].to(dtype) for i in indices]) for k in range(num_scales)]
+        factors = [torch.stack([self.factors[i][k] for i in indices]) for k in range(num_scales)]
+        return MultiScaleFeatures(maps, factors, [self.image_sizes[i] for i in indices])
+
+
+# ----------------------------------------------------------------------------- gradient stages
+@dataclass
+class StageLog:
+    """What a stage did: its name, seconds, per-step or per-round records, and facts."""
+
+    name: str
+    seconds: float = 0.0
+    records: list[dict[str, float]] = field(default_factory=list)
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "seconds": self.seconds,
+            "info": self.info,
+            "records": self.records,
+        }
+
+
+def _image_batches(
+    num_images: int, images_per_batch: int, epochs: int, generator: torch.Generator
+) -> list[list[int]]:
+    """Shuffled image indices, ``images_per_batch`` at a time, for ``epochs`` epochs."""
+    batches = []
+    for _ in range(epochs):
+        order = torch.randperm(num_images, generator=generator).tolist()
+        batches += [order[i : i + images_per_batch] for i in range(0, num_images, images_per_batch)]
+    return batches
+
+
+def _run_steps(
+    name: str,
+    step_fn: Callable[[list[int]], dict[str, Tensor]],
+    batches: list[list[int]],
+    optimizer: torch.optim.Optimizer,
+    cfg: TrainingConfig,
+    trainer_factory: Callable[..., Any] | None,
+    progress: ProgressFn,
+) -> StageLog:
+    """Minimise ``sum(step_fn(batch).values())`` over ``batches``; the learning rate drops 10x
+    after ``lr_decay_at`` of the steps (the paper's 1e-4 -> 1e-5 schedule)."""
+    log = StageLog(name)
+    start = time.perf_counter()
+    decay_step = max(1, math.ceil(cfg.lr_decay_at * len(batches)))
+    scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, [decay_step], gamma=0.1)
+    if trainer_factory is not None:
+        trainer = trainer_factory(
+            name=name, step_fn=step_fn, batches=batches, optimizer=optimizer, scheduler=scheduler
+        )
+        log.records = list(trainer.fit())
+    else:
+        bar = progress(batches, desc=name, unit="step")
+        for step, batch in enumerate(bar):
+            losses = step_fn(batch)
+            loss = sum(losses.values())
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"{name}: non-finite loss {loss.item()} at step {step}")
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            log.records.append({"step": step, "loss": float(loss)})
+            if hasattr(bar, "set_postfix"):
+                bar.set_postfix(loss=f"{float(loss):.4f}", refresh=False)
+    log.seconds = time.perf_counter() - start
+    if log.records:
+        n = max(1, len(log.records) // 10)
+        log.info["loss_first"] = sum(r["loss"] for r in log.records[:n]) / n
+        log.info["loss_last"] = sum(r["loss"] for r in log.records[-n:]) / n
+    log.info["steps"] = len(batches)
+    return log
+
+
+def _sampling(cfg: TrainingConfig) -> dict[str, Any]:
+    return {
+        "windows_per_image": max(1, cfg.windows_per_batch // cfg.images_per_batch),
+        "fg_fraction": cfg.fg_fraction,
+        "fg_iou": cfg.fg_iou,
+        "bg_iou": (cfg.bg_iou_low, cfg.bg_iou_high),
+    }
+
+
+def _targets(data: DetectionSet, batch: Sequence[int]) -> list[dict[str, Tensor]]:
+    out = []
+    for i in batch:
+        boxes, labels = data.positives(i)
+        out.append({"boxes": boxes, "labels": labels})
+    return out
+
+
+def finetune_fc(
+    detector: SPPNetDetector,
+    data: DetectionSet,
+    cache: FeatureCache,
+    cfg: TrainingConfig,
+    trainer_factory: Callable[..., Any] | None = None,
+    progress: ProgressFn = _no_progress,
+) -> StageLog:
+    """Fine-tune fc6/fc7/fc8 on cached conv maps (trunk frozen), the paper's way."""
+    if not isinstance(detector.box_predictor, SoftmaxHead):
+        raise TypeError("finetune_fc needs the softmax head (fc8) as box_predictor")
+    generator = torch.Generator().manual_seed(cfg.seed)
+    detector.sampler_generator = generator
+    sampling = _sampling(cfg)
+
+    def step_fn(batch: list[int]) -> dict[str, Tensor]:
+        feats = cache.features(batch)
+        props = [data.proposals[i] for i in batch]
+        return detector.training_losses(feats, props, _targets(data, batch), **sampling)
+
+    params = [p for m in (detector.box_head, detector.box_predictor) for p in m.parameters()]
+    optimizer = torch.optim.SGD(
+        params, lr=cfg.lr_fc, momentum=cfg.momentum, weight_decay=cfg.weight_decay
+    )
+    batches = _image_batches(len(data), cfg.images_per_batch, cfg.epochs_fc, generator)
+    detector.train()
+    try:
+        return _run_steps(
+            "finetune_fc", step_fn, batches, optimizer, cfg, trainer_factory, progress
+        )
+    finally:
+        detector.eval()
+
+
+def trunk_parameters(detector: SPPNetDetector, frozen_prefix: int) -> list[nn.Parameter]:
+    """The trunk's trainable parameters for end-to-end fine-tuning: every parameter of its
+    ``body`` children after the first ``frozen_prefix`` ones, batch norm excluded (frozen)."""
+    body = getattr(detector.backbone, "body", detector.backbone)
+    children = list(body.children())
+    params = []
+    for child in children[frozen_prefix:]:
+        for m in child.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                continue
+            params += [p for p in m.parameters(recurse=False) if p.requires_grad]
+    return params
+
+
+def finetune_end_to_end(
+    detector: SPPNetDetector,
+    data: DetectionSet,
+    cfg: TrainingConfig,
+    trainer_factory: Callable[..., Any] | None = None,
+    progress: ProgressFn = _no_progress,
+) -> StageLog:
+    """Fine-tune the trunk too, back-propagating through ``roi_spp`` (beyond the paper).
+
+    Each step computes the conv maps of ``images_per_batch`` images at one scale drawn at random
+    from ``config.scales`` (Fast R-CNN's multi-scale training), samples windows as in
+    :func:`finetune_fc`, and updates fc6/fc7/fc8 (``lr_e2e``) and the trunk's blocks after the
+    first ``trunk_frozen_prefix`` (``lr_e2e_trunk``).
+    """
+    if not isinstance(detector.box_predictor, SoftmaxHead):
+        raise TypeError("finetune_end_to_end needs the softmax head (fc8) as box_predictor")
+    generator = torch.Generator().manual_seed(cfg.seed + 1)
+    detector.sampler_generator = generator
+    sampling = _sampling(cfg)
+    scales = detector.config.scales
+
+    def step_fn(batch: list[int]) -> dict[str, Tensor]:
+        scale = scales[int(torch.randint(len(scales), (1,), generator=generator))]
+        feats = detector.compute_features([data.image(i) for i in batch], scales=[scale])
+        props = [data.proposals[i] for i in batch]
+        return detector.training_losses(feats, props, _targets(data, batch), **sampling)
+
+    head_params = [p for m in (detector.box_head, detector.box_predictor) for p in m.parameters()]
+    trunk = trunk_parameters(detector, cfg.trunk_frozen_prefix)
+    optimizer = torch.optim.SGD(
+        [{"params": head_params, "lr": cfg.lr_e2e}, {"params": trunk, "lr": cfg.lr_e2e_trunk}],
+        lr=cfg.lr_e2e,
+        momentum=cfg.momentum,
+        weight_decay=cfg.weight_decay,
+    )
+    batches = _image_batches(len(data), cfg.images_per_batch, cfg.epochs_e2e, generator)
+    detector.train()
+    try:
+        log = _run_steps("end_to_end", step_fn, batches, optimizer, cfg, trainer_factory, progress)
+    finally:
+        detector.eval()
+    log.info["trunk_parameters"] = sum(p.numel() for p in trunk)
+    return log
+
+
+# ----------------------------------------------------------------------------- SVMs
+def _dedupe_negatives(proposals: Tensor, iou: float) -> Tensor:
+    """Indices of proposals kept after greedy NMS in rank order (the first proposal wins)."""
+    if proposals.shape[0] == 0:
+        return torch.zeros(0, dtype=torch.int64)
+    rank = -torch.arange(proposals.shape[0], dtype=torch.float32)
+    labels = torch.zeros(proposals.shape[0], dtype=torch.int64)
+    return torch.sort(batched_nms_per_class(proposals, rank, labels, iou)).values
+
+
+@torch.no_grad()
+def svm_training_set(
+    detector: SPPNetDetector,
+    data: DetectionSet,
+    cache: FeatureCache,
+    cfg: TrainingConfig,
+    progress: ProgressFn = _no_progress,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """fc7 features and labels for the SVMs.
+
+    Per image: the ground-truth boxes (positives of their class) and the proposals left after
+    greedy NMS at ``svm_neg_nms`` among themselves. Row ``i`` is a negative of class ``c`` when its
+    IoU with every ground-truth box of class ``c`` is below ``svm_neg_iou`` (0.3).
+
+    Returns:
+        ``(x [N, D] float32 fc7 features, y [N, C] int8 in {+1, -1, 0}, image [N] int64)``.
+    """
+    num_classes = detector.config.num_classes
+    xs, ys, owners = [], [], []
+    for i in progress(range(len(data)), desc="svm features", unit="img"):
+        gt, labels = data.positives(i)
+        props = data.proposals[i]
+        props = props[_dedupe_negatives(props, cfg.svm_neg_nms)]
+        windows = torch.cat([gt, props])
+        y = torch.full((windows.shape[0], num_classes), -1, dtype=torch.int8)
+        if gt.shape[0]:
+            iou = box_iou(windows, gt)
+            for c in labels.unique().tolist():
+                cls_iou = iou[:, labels == c].max(dim=1).values
+                y[cls_iou >= cfg.svm_neg_iou, c - 1] = 0
+            y[torch.arange(gt.shape[0]), labels - 1] = 1
+        pooled = detector.pool_windows(cache.features([i]), [windows])
+        xs.append(detector.box_head(pooled.float()))
+        ys.append(y)
+        owners.append(torch.full((windows.shape[0],), i, dtype=torch.int64))
+    return torch.cat(xs), torch.cat(ys), torch.cat(owners)
+
+
+def train_svms(
+    detector: SPPNetDetector,
+    data: DetectionSet,
+    cache: FeatureCache,
+    cfg: TrainingConfig,
+    progress: ProgressFn = _no_progress,
+) -> tuple[LinearSVMs, StageLog]:
+    """Train the per-class linear SVMs with hard-negative mining (see :mod:`sppnet.models.svm`).
+
+    The first fit sees every positive and up to ``svm_max_negatives_per_image`` random negatives
+    per image; each of ``svm_rounds`` mining rounds then adds the negatives scoring above
+    ``svm_hard_threshold`` and refits.
+
+    Returns:
+        The fitted :class:`LinearSVMs` (not yet installed: use ``detector.set_box_predictor``) and
+        the stage log.
+    """
+    log = StageLog("svm")
+    start = time.perf_counter()
+    was_training = detector.training
+    detector.eval()
+    try:
+        x, y, owner = svm_training_set(detector, data, cache, cfg, progress)
+    finally:
+        detector.train(was_training)
+    generator = torch.Generator().manual_seed(cfg.seed + 2)
+    is_negative = (y < 0).any(dim=1)
+    initial = torch.zeros_like(is_negative)
+    for i in range(len(data)):
+        rows = torch.where((owner == i) & is_negative)[0]
+        pick = torch.randperm(rows.numel(), generator=generator)[: cfg.svm_max_negatives_per_image]
+        initial[rows[pick]] = True
+    scale = feature_scale(x, cfg.svm_feature_norm)
+    fit_fn = fit_svms_torch if cfg.svm_solver == "torch" else fit_svms_liblinear
+    fit = partial(
+        fit_fn,
+        c=cfg.svm_c,
+        pos_weight=cfg.svm_pos_weight,
+        bias_multiplier=cfg.svm_bias_multiplier,
+    )
+    result, rounds = mine_hard_negatives(
+        x * scale, y, initial, fit, rounds=cfg.svm_rounds, hard_threshold=cfg.svm_hard_threshold
+    )
+    svms = LinearSVMs(x.shape[1], detector.config.num_classes)
+    svms.set_params(result.weight, result.bias, scale)
+    log.records = rounds
+    log.seconds = time.perf_counter() - start
+    log.info.update(
+        windows=int(x.shape[0]),
+        positives=int((y > 0).sum()),
+        feature_scale=scale,
+        solver=cfg.svm_solver,
+        feature_bytes=x.numel() * x.element_size(),
+    )
+    return svms.to(next(detector.parameters()).device), log
+
+
+# ----------------------------------------------------------------------------- box regression
+def ridge_regression(x: Tensor, y: Tensor, lam: float) -> tuple[Tensor, Tensor]:
+    """Ridge regression with an unregularised bias: minimise ``|y - x w - b|^2 + lam |w|^2``.
+
+    Solved in the primal (D x D system) or the dual (N x N) form, whichever is smaller.
+    (R-CNN also whitens the targets first; with one ``lam`` for all outputs that changes nothing,
+    since the ridge solution is linear in ``y``.)
+
+    Args:
+        x: Tensor[N, D]; y: Tensor[N, T]; lam > 0.
+
+    Returns:
+        ``(w [D, T], b [T])`` float32.
+    """
+    if lam <= 0:
+        raise ValueError(f"lam must be > 0, got {lam}")
+    x64, y64 = x.double(), y.double()
+    xm, ym = x64.mean(0), y64.mean(0)
+    xc, yc = x64 - xm, y64 - ym
+    n, d = xc.shape
+    if d <= n:
+        eye = torch.eye(d, dtype=xc.dtype, device=xc.device)
+        w = torch.linalg.solve(xc.t() @ xc + lam * eye, xc.t() @ yc)
+    else:
+        eye = torch.eye(n, dtype=xc.dtype, device=xc.device)
+        w = xc.t() @ torch.linalg.solve(xc @ xc.t() + lam * eye, yc)
+    b = ym - xm @ w
+    return w.float(), b.float()
+
+
+@torch.no_grad()
+def train_box_regressor(
+    detector: SPPNetDetector,
+    data: DetectionSet,
+    cache: FeatureCache,
+    cfg: TrainingConfig,
+    progress: ProgressFn = _no_progress,
+) -> StageLog:
+    """Fit ``detector.box_regressor`` by per-class ridge regression (the paper's stage 7).
+
+    Training windows: the proposals (and ground-truth boxes) whose IoU with a ground-truth box is
+    >= ``bbox_iou``; the target is R-CNN's (dx, dy, dw, dh) to that box, encoded with the
+    detector's box coder; the features are the pooled conv maps (``pool5``) or fc7, scaled to mean
+    norm ``svm_feature_norm`` (20), and the ridge strength is ``bbox_lambda`` (4000).
+    """
+    if detector.box_regressor is None:
+        raise ValueError("the detector has no box regressor (config.box_regression is False)")
+    log = StageLog("box_regression")
+    start = time.perf_counter()
+    was_training = detector.training
+    detector.eval()
+    use_pool5 = detector.config.box_regression_input == "pool5"
+    xs, ts, cs = [], [], []
+    try:
+        for i in progress(range(len(data)), desc="bbox features", unit="img"):
+            gt, labels = data.positives(i)
+            if gt.shape[0] == 0:
+                continue
+            windows = torch.cat([gt, data.proposals[i]])
+            max_iou, matched, cls = label_windows(windows, gt, labels)
+            keep = torch.where(max_iou >= cfg.bbox_iou)[0]
+            windows, matched, cls = windows[keep], matched[keep], cls[keep]
+            ok = (windows[:, 2] > windows[:, 0]) & (windows[:, 3] > windows[:, 1])
+            windows, matched, cls = windows[ok], matched[ok], cls[ok]
+            pooled = detector.pool_windows(cache.features([i]), [windows]).float()
+            xs.append(pooled if use_pool5 else detector.box_head(pooled))
+            ts.append(detector.box_coder.encode(gt[matched], windows))
+            cs.append(cls)
+    finally:
+        detector.train(was_training)
+    x, t, c = torch.cat(xs), torch.cat(ts), torch.cat(cs)
+    scale = feature_scale(x, cfg.svm_feature_norm)
+    reg = detector.box_regressor
+    weight = torch.zeros_like(reg.linear.weight)
+    bias = torch.zeros_like(reg.linear.bias)
+    counts = {}
+    for k in range(1, detector.config.num_classes + 1):
+        rows = torch.where(c == k)[0]
+        counts[k] = int(rows.numel())
+        if rows.numel() < 2:
+            logger.warning(
+                "box regression: class %d has %d windows; left as identity", k, rows.numel()
+            )
+            continue
+        w, b = ridge_regression(x[rows] * scale, t[rows], cfg.bbox_lambda)
+        weight[4 * (k - 1) : 4 * k] = w.t()
+        bias[4 * (k - 1) : 4 * k] = b
+    reg.set_linear(weight, bias, scale)
+    pred = reg(x)[torch.arange(x.shape[0]), c - 1]
+    log.seconds = time.perf_counter() - start
+    log.info.update(
+        windows=int(x.shape[0]),
+        windows_per_class=counts,
+        feature_scale=scale,
+        target_mse_before=float(t.pow(2).mean()),
+        target_mse_after=float((pred - t).pow(2).mean()),
+    )
+    return log
+
+
+# ----------------------------------------------------------------------------- the whole run
+@dataclass
+class TrainedHeads:
+    """The scoring heads a training run produced (the softmax fc8 and/or the SVMs)."""
+
+    softmax: SoftmaxHead | None = None
+    svm: LinearSVMs | None = None
+    logs: list[StageLog] = field(default_factory=list)
+
+
+def train_detector(
+    detector: SPPNetDetector,
+    data: DetectionSet,
+    cfg: TrainingConfig,
+    trainer_factory: Callable[..., Any] | None = None,
+    progress: ProgressFn = _no_progress,
+) -> TrainedHeads:
+    """Run the stages ``cfg.stages`` names, in the paper's order.
+
+    Leaves ``detector`` in eval mode with the head its ``config.scoring`` names installed (the SVMs
+    when they were trained and ``scoring == "svm"``, else fc8). Returns both heads and the logs.
+    """
+    torch.manual_seed(cfg.seed)
+    heads = TrainedHeads()
+    dtype = _DTYPES[cfg.cache_dtype]
+    wanted_scoring = detector.config.scoring
+    if not isinstance(detector.box_predictor, SoftmaxHead):
+        detector.set_box_predictor(
+            SoftmaxHead(detector.representation_size, detector.config.num_classes).to(
+                next(detector.parameters()).device
+            )
+        )
+    cache: FeatureCache | None = None
+
+    def fresh_cache() -> FeatureCache:
+        t = time.perf_counter()
+        c = FeatureCache.build(detector, data, dtype, progress)
+        log = StageLog("feature_cache", time.perf_counter() - t)
+        log.info.update(bytes=c.nbytes, dtype=cfg.cache_dtype, images=len(c))
+        heads.logs.append(log)
+        return c
+
+    for stage in ("finetune_fc", "end_to_end", "svm", "box_regression"):
+        if stage not in cfg.stages:
+            continue
+        if stage == "end_to_end":
+            heads.logs.append(finetune_end_to_end(detector, data, cfg, trainer_factory, progress))
+            cache = None  # the trunk changed
+            continue
+        if cache is None:
+            cache = fresh_cache()
+        if stage == "finetune_fc":
+            heads.logs.append(finetune_fc(detector, data, cache, cfg, trainer_factory, progress))
+        elif stage == "svm":
+            svms, log = train_svms(detector, data, cache, cfg, progress)
+            heads.svm = svms
+            heads.logs.append(log)
+        elif stage == "box_regression":
+            heads.logs.append(train_box_regressor(detector, data, cache, cfg, progress))
+    heads.softmax = detector.box_predictor  # type: ignore[assignment]
+    if wanted_scoring == "svm":
+        if heads.svm is None:
+            raise ValueError("config.scoring is 'svm' but the 'svm' stage did not run")
+        detector.set_box_predictor(heads.svm)
+    detector.eval()
+    return heads
+
+
+@torch.no_grad()
+def predict(
+    detector: SPPNetDetector,
+    data: DetectionSet,
+    progress: ProgressFn = _no_progress,
+) -> tuple[list[dict[str, Tensor]], dict[str, float]]:
+    """Detections for every image of ``data`` (eval mode), and the seconds spent per stage
+    (``conv``, ``pool``, ``fc`` summed over images, ``images``)."""
+    detector.eval()
+    out = []
+    times = {"conv": 0.0, "pool_fc_nms": 0.0, "images": 0.0}
+    for i in progress(range(len(data)), desc="detect", unit="img"):
+        t0 = time.perf_counter()
+        feats = detector.compute_features([data.image(i)])
+        t1 = time.perf_counter()
+        out.append(
+            {
+                k: v.cpu()
+                for k, v in detector.detect_from_features(feats, [data.proposals[i]])[0].items()
+            }
+        )
+        t2 = time.perf_counter()
+        times["conv"] += t1 - t0
+        times["pool_fc_nms"] += t2 - t1
+    times["images"] = float(len(data))
+    return out, times

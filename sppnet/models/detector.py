@@ -1,0 +1,513 @@
+"""The SPP-net object detector (He et al. 2014, section 4): conv once per image, SPP per window.
+
+Data flow (``K`` windows in total over the batch, ``D = C * sum(n*n for n in levels)``)::
+
+    images  --transform-->  one resized, normalised image list per scale
+            --backbone--->  feature maps, stride S                      compute_features
+    proposals (original pixels) -> scale per window -> boxes * factor
+            --pooler----->  Tensor[K, D]  (roi_spp, mapping="paper")     pool_windows
+            --box_head--->  fc6, fc7                                     score_windows
+            --box_predictor / box_regressor--> scores [K, num_classes], deltas [K, num_classes, 4]
+            --postprocess-> per-class NMS, score threshold, cap -> boxes, labels, scores
+
+The parts are attributes with fixed names (``backbone``, ``transform``, ``pooler``, ``box_head``,
+``box_predictor``, ``box_regressor``, ``postprocess``) so other code (the R-CNN mode, the
+benchmarks) can run any stage on its own. Proposals are an input: the detector does not compute
+them.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from sppnet.models import detector_backbones  # noqa: F401  (registers mobilenet_v2_c4)
+from sppnet.models.detector_config import DetectorConfig
+from sppnet.models.heads import BoxRegressor, FCHead, SoftmaxHead
+from sppnet.models.scales import assign_scales
+from sppnet.models.svm import LinearSVMs
+from sppnet.models.transform import DetectionTransform
+from sppnet.ops import RoISpatialPyramidPooling
+from sppnet.ops.boxes import BoxCoder, batched_nms_per_class, box_iou, clip_boxes_to_image
+
+__all__ = [
+    "DetectionPostprocess",
+    "MultiScaleFeatures",
+    "SPPNetDetector",
+    "label_windows",
+    "sample_windows",
+]
+
+CONFIG_KIND = "SPPNetDetector"
+
+
+@dataclass
+class MultiScaleFeatures:
+    """Conv feature maps of a batch of images at each scale.
+
+    Attributes:
+        maps: one Tensor[N, C, h, w] per scale (images of different sizes are zero-padded at the
+            bottom/right *after* the conv, so each image's own cells are exact).
+        factors: one Tensor[N, 2] (fx, fy) per scale: resized pixels per original pixel.
+        image_sizes: the original (height, width) of each image.
+    """
+
+    maps: list[Tensor]
+    factors: list[Tensor]
+    image_sizes: list[tuple[int, int]]
+
+    def to(self, *args: Any, **kwargs: Any) -> MultiScaleFeatures:
+        """Move/cast the maps (e.g. ``.to(torch.float16)`` for a cache); factors stay float32."""
+        return MultiScaleFeatures(
+            [m.to(*args, **kwargs) for m in self.maps],
+            [f.to(device=self.maps[0].to(*args, **kwargs).device) for f in self.factors],
+            list(self.image_sizes),
+        )
+
+    def select(self, index: Sequence[int]) -> MultiScaleFeatures:
+        """The features of a subset of the images, in the given order."""
+        idx = list(index)
+        return MultiScaleFeatures(
+            [m[idx] for m in self.maps],
+            [f[idx] for f in self.factors],
+            [self.image_sizes[i] for i in idx],
+        )
+
+
+def _pad_stack(maps: Sequence[Tensor]) -> Tensor:
+    """Stack Tensor[C, h_i, w_i] maps into Tensor[N, C, max h, max w], zero-padded bottom/right."""
+    if all(m.shape == maps[0].shape for m in maps):
+        return torch.stack(list(maps))
+    h = max(m.shape[-2] for m in maps)
+    w = max(m.shape[-1] for m in maps)
+    return torch.stack([F.pad(m, (0, w - m.shape[-1], 0, h - m.shape[-2])) for m in maps])
+
+
+class DetectionPostprocess(nn.Module):
+    """Per-image post-processing: clip, drop small boxes and low scores, per-class NMS, cap.
+
+    Args:
+        score_threshold: detections with score <= this are dropped.
+        nms_threshold: per-class NMS IoU threshold (0.3 in the paper).
+        detections_per_image: keep at most this many, the highest-scoring.
+        min_box_size: boxes narrower or lower than this (pixels) are dropped.
+    """
+
+    def __init__(
+        self,
+        score_threshold: float,
+        nms_threshold: float = 0.3,
+        detections_per_image: int = 100,
+        min_box_size: float = 1.0,
+    ) -> None:
+        super().__init__()
+        self.score_threshold = float(score_threshold)
+        self.nms_threshold = float(nms_threshold)
+        self.detections_per_image = int(detections_per_image)
+        self.min_box_size = float(min_box_size)
+
+    def extra_repr(self) -> str:
+        return (
+            f"score_threshold={self.score_threshold}, nms_threshold={self.nms_threshold}, "
+            f"detections_per_image={self.detections_per_image}"
+        )
+
+    def forward(
+        self, boxes: Tensor, scores: Tensor, image_size: tuple[int, int]
+    ) -> dict[str, Tensor]:
+        """One image's windows to detections.
+
+        Args:
+            boxes: Tensor[K, num_classes, 4] per-class boxes, original pixels.
+            scores: Tensor[K, num_classes] per-class scores.
+            image_size: (height, width) of the original image.
+
+        Returns:
+            ``{"boxes": Tensor[D, 4] float32, "labels": Tensor[D] int64 in 1..num_classes,
+            "scores": Tensor[D] float32}`` by decreasing score.
+        """
+        num_classes = scores.shape[1]
+        boxes = clip_boxes_to_image(boxes.reshape(-1, 4), image_size)
+        labels = torch.arange(1, num_classes + 1, device=scores.device).expand_as(scores)
+        flat_scores = scores.reshape(-1)
+        flat_labels = labels.reshape(-1)
+        w = boxes[:, 2] - boxes[:, 0]
+        h = boxes[:, 3] - boxes[:, 1]
+        ok = (flat_scores > self.score_threshold) & (w >= self.min_box_size)
+        ok &= h >= self.min_box_size
+        idx = torch.where(ok)[0]
+        boxes, flat_scores, flat_labels = boxes[idx], flat_scores[idx], flat_labels[idx]
+        keep = batched_nms_per_class(
+            boxes,
+            flat_scores,
+            flat_labels,
+            self.nms_threshold,
+            max_detections=self.detections_per_image,
+        )
+        return {
+            "boxes": boxes[keep].float(),
+            "labels": flat_labels[keep],
+            "scores": flat_scores[keep].float(),
+        }
+
+
+def label_windows(
+    windows: Tensor, gt_boxes: Tensor, gt_labels: Tensor
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Match each window to the ground-truth box it overlaps most.
+
+    Args:
+        windows: Tensor[K, 4] xyxy.
+        gt_boxes: Tensor[G, 4] xyxy (G may be 0).
+        gt_labels: Tensor[G] int64 in 1..num_classes.
+
+    Returns:
+        ``(max_iou [K] float, matched_gt [K] int64 index into gt (0 when G = 0),
+        matched_label [K] int64, the label of that box, 0 when G = 0)``.
+    """
+    k = windows.shape[0]
+    if gt_boxes.shape[0] == 0:
+        zeros = torch.zeros(k, dtype=torch.int64, device=windows.device)
+        return torch.zeros(k, device=windows.device), zeros, zeros
+    iou = box_iou(windows.float(), gt_boxes.float())
+    max_iou, matched = iou.max(dim=1)
+    return max_iou, matched, gt_labels[matched]
+
+
+def sample_windows(
+    max_iou: Tensor,
+    num_samples: int,
+    fg_fraction: float = 0.25,
+    fg_iou: float = 0.5,
+    bg_iou: tuple[float, float] = (0.1, 0.5),
+    generator: torch.Generator | None = None,
+) -> tuple[Tensor, Tensor]:
+    """The paper's fine-tuning sampler: foreground IoU >= ``fg_iou``, background IoU in
+    ``[bg_iou[0], bg_iou[1])``, at most ``fg_fraction`` of ``num_samples`` foreground.
+
+    Background fills the rest; if an image has too few of either, the batch is smaller (nothing
+    is drawn twice).
+
+    Returns:
+        ``(fg_index, bg_index)``: Tensor[F] and Tensor[B] int64 into the windows.
+    """
+    fg = torch.where(max_iou >= fg_iou)[0]
+    bg = torch.where((max_iou >= bg_iou[0]) & (max_iou < bg_iou[1]))[0]
+    num_fg = min(round(num_samples * fg_fraction), fg.numel())
+    num_bg = min(num_samples - num_fg, bg.numel())
+    device = max_iou.device
+    fg_perm = torch.randperm(fg.numel(), generator=generator)[:num_fg].to(device)
+    bg_perm = torch.randperm(bg.numel(), generator=generator)[:num_bg].to(device)
+    return fg[fg_perm], bg[bg_perm]
+
+
+class SPPNetDetector(nn.Module):
+    """SPP-net detector: see the module docstring for the stages.
+
+    Args:
+        config: the :class:`DetectorConfig`.
+        backbone: a ready :class:`~sppnet.models.backbones.base.Backbone`; by default built from
+            ``config.backbone`` / ``backbone_kwargs`` / ``backbone_weights``.
+
+    ``forward(images, proposals, targets=None)``:
+        images: list of Tensor[3, H_i, W_i], uint8 in [0, 255] or float in [0, 1], RGB.
+        proposals: list of Tensor[M_i, 4] xyxy original pixels (float).
+        targets: training only: list of dicts with ``boxes`` Tensor[G_i, 4], ``labels`` [G_i].
+
+    In eval mode returns a list of dicts ``boxes`` Tensor[D, 4] float32 (original pixels),
+    ``labels`` Tensor[D] int64 (1..num_classes), ``scores`` Tensor[D] float32. In training mode
+    returns ``{"loss_classifier": Tensor[]}``: softmax cross-entropy of fc8 on windows sampled as in
+    the paper (25% foreground). The trunk's batch norms stay frozen in training mode.
+    """
+
+    def __init__(self, config: DetectorConfig, backbone: nn.Module | None = None) -> None:
+        super().__init__()
+        self.config = config
+        if backbone is None:
+            from sppnet.models.backbones.registry import create_backbone
+
+            backbone = create_backbone(
+                config.backbone, weights=config.backbone_weights, **config.backbone_kwargs
+            )
+        self.backbone = backbone
+        self.transform = DetectionTransform(
+            backbone.mean, backbone.std, config.scales, config.max_size
+        )
+        self.pooler = RoISpatialPyramidPooling(
+            config.levels, 1.0 / backbone.stride, config.pool_mode, mapping="paper"
+        )
+        pooled = self.pooler.output_size(backbone.out_channels)
+        if config.fc_dims:
+            self.box_head: nn.Module = FCHead(pooled, config.fc_dims, config.dropout)
+            rep = config.fc_dims[-1]
+        else:
+            self.box_head = nn.Identity()
+            rep = pooled
+        self.pooled_features = pooled
+        self.representation_size = rep
+        self.box_predictor: nn.Module
+        if config.scoring == "softmax":
+            self.box_predictor = SoftmaxHead(rep, config.num_classes)
+        else:
+            self.box_predictor = LinearSVMs(rep, config.num_classes)
+        self.box_regressor: BoxRegressor | None = None
+        if config.box_regression:
+            reg_in = pooled if config.box_regression_input == "pool5" else rep
+            self.box_regressor = BoxRegressor(reg_in, config.num_classes)
+        self.box_coder = BoxCoder(config.box_coder_weights)
+        self.postprocess = DetectionPostprocess(
+            config.score_threshold if config.scoring == "softmax" else config.svm_score_threshold,
+            config.nms_threshold,
+            config.detections_per_image,
+            config.min_box_size,
+        )
+        self.fine_tune_windows = 128
+        self.sampler_generator: torch.Generator | None = None
+        self._freeze_batch_norm()
+
+    # ------------------------------------------------------------------ set-up helpers
+    def _freeze_batch_norm(self) -> None:
+        for m in self.backbone.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                for p in m.parameters():
+                    p.requires_grad_(False)
+
+    def train(self, mode: bool = True) -> SPPNetDetector:
+        """As ``nn.Module.train``, but the trunk's batch norms always stay in eval mode: a batch
+        of one or two images cannot estimate their statistics."""
+        super().train(mode)
+        for m in self.backbone.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                m.eval()
+        return self
+
+    def set_box_predictor(self, head: nn.Module) -> None:
+        """Swap the scoring head (:class:`SoftmaxHead` or :class:`LinearSVMs`); updates the config
+        and the post-processing score threshold to match."""
+        if isinstance(head, SoftmaxHead):
+            scoring, threshold = "softmax", self.config.score_threshold
+        elif isinstance(head, LinearSVMs):
+            scoring, threshold = "svm", self.config.svm_score_threshold
+        else:
+            raise TypeError(f"head must be a SoftmaxHead or LinearSVMs, got {type(head).__name__}")
+        if head.num_classes != self.config.num_classes:
+            raise ValueError(
+                f"head has {head.num_classes} classes, the detector {self.config.num_classes}"
+            )
+        self.box_predictor = head
+        self.config = self.config.replace(scoring=scoring)
+        self.postprocess.score_threshold = threshold
+
+    # ------------------------------------------------------------------ stages
+    def compute_features(
+        self, images: Sequence[Tensor], scales: Sequence[int] | None = None
+    ) -> MultiScaleFeatures:
+        """Run the trunk once per image and scale.
+
+        Args:
+            images: list of Tensor[3, H_i, W_i] (uint8 or float in [0, 1]).
+            scales: shorter sides to use instead of ``config.scales`` (e.g. one random scale per
+                step in end-to-end training).
+
+        Returns:
+            :class:`MultiScaleFeatures` with one padded map stack and factor table per scale.
+        """
+        sizes = [(int(im.shape[-2]), int(im.shape[-1])) for im in images]
+        maps, factors = [], []
+        for batch in self.transform(images, scales):
+            shapes = {t.shape for t in batch.images}
+            if len(shapes) == 1:
+                maps.append(self.backbone(torch.stack(batch.images)))
+            else:
+                maps.append(_pad_stack([self.backbone(t[None])[0] for t in batch.images]))
+            factors.append(batch.factors)
+        return MultiScaleFeatures(maps, factors, sizes)
+
+    def window_scales(self, features: MultiScaleFeatures, proposals: Sequence[Tensor]) -> Tensor:
+        """The scale index of every window (all images concatenated), Tensor[K] int64."""
+        out = []
+        for i, boxes in enumerate(proposals):
+            f = [math.sqrt(float(fs[i, 0]) * float(fs[i, 1])) for fs in features.factors]
+            out.append(assign_scales(boxes, f, self.config.target_side))
+        return torch.cat(out) if out else torch.zeros(0, dtype=torch.int64)
+
+    def pool_windows(self, features: MultiScaleFeatures, proposals: Sequence[Tensor]) -> Tensor:
+        """SPP-pool every window at its scale.
+
+        Args:
+            features: from :meth:`compute_features` (or a cache of it).
+            proposals: list of Tensor[M_i, 4] xyxy original pixels, one per image.
+
+        Returns:
+            Tensor[K, D], K = sum M_i, rows in the order of the concatenated proposals, in the
+            dtype of the feature maps.
+        """
+        if len(proposals) != len(features.image_sizes):
+            raise ValueError(
+                f"got {len(proposals)} proposal tensors for {len(features.image_sizes)} images"
+            )
+        for i, p in enumerate(proposals):
+            if p.ndim != 2 or p.shape[-1] != 4:
+                raise ValueError(f"proposals[{i}] must be Tensor[M, 4], got {tuple(p.shape)}")
+        device = features.maps[0].device
+        boxes = torch.cat([p.to(device=device, dtype=torch.float32) for p in proposals])
+        batch_index = torch.cat(
+            [
+                torch.full((p.shape[0],), i, dtype=torch.float32, device=device)
+                for i, p in enumerate(proposals)
+            ]
+        )
+        n_scales = len(features.maps)
+        scale_index = self.window_scales(features, proposals).to(device) if n_scales > 1 else None
+        out: Tensor | None = None
+        for k, (fmap, factors) in enumerate(zip(features.maps, features.factors, strict=True)):
+            sel = None if scale_index is None else torch.where(scale_index == k)[0]
+            b = boxes if sel is None else boxes[sel]
+            bi = batch_index if sel is None else batch_index[sel]
+            f = factors.to(device)[bi.long()]
+            scaled = b * torch.cat([f, f], dim=1)
+            pooled = self.pooler(fmap, torch.cat([bi[:, None], scaled], dim=1))
+            if sel is None:
+                return pooled
+            if out is None:
+                out = pooled.new_empty((boxes.shape[0], pooled.shape[1]))
+            out[sel] = pooled
+        assert out is not None
+        return out
+
+    def score_windows(self, pooled: Tensor) -> tuple[Tensor, Tensor | None]:
+        """fc6/fc7, the scoring head and the box regressor.
+
+        Args:
+            pooled: Tensor[K, D] from :meth:`pool_windows`.
+
+        Returns:
+            ``(scores, deltas)``: Tensor[K, num_classes] (softmax probabilities or SVM margins of
+            classes 1..num_classes) and Tensor[K, num_classes, 4] R-CNN deltas (``None`` without a
+            box regressor).
+        """
+        pooled = pooled.float()
+        x = self.box_head(pooled)
+        scores = self.box_predictor.class_scores(x)
+        deltas = None
+        if self.box_regressor is not None:
+            reg_in = pooled if self.config.box_regression_input == "pool5" else x
+            deltas = self.box_regressor(reg_in)
+        return scores, deltas
+
+    def detect_from_features(
+        self, features: MultiScaleFeatures, proposals: Sequence[Tensor]
+    ) -> list[dict[str, Tensor]]:
+        """Eval-mode detection given precomputed features (see :meth:`forward`)."""
+        pooled = self.pool_windows(features, proposals)
+        scores, deltas = self.score_windows(pooled)
+        results = []
+        start = 0
+        for i, props in enumerate(proposals):
+            m = props.shape[0]
+            p = props.to(device=scores.device, dtype=torch.float32)
+            s = scores[start : start + m]
+            if deltas is None:
+                boxes = p[:, None, :].expand(m, s.shape[1], 4)
+            else:
+                d = deltas[start : start + m].reshape(m, -1)
+                boxes = self.box_coder.decode(d, p).view(m, -1, 4)
+            results.append(self.postprocess(boxes, s, features.image_sizes[i]))
+            start += m
+        return results
+
+    def forward(
+        self,
+        images: Sequence[Tensor],
+        proposals: Sequence[Tensor],
+        targets: Sequence[dict[str, Tensor]] | None = None,
+    ) -> list[dict[str, Tensor]] | dict[str, Tensor]:
+        if len(images) != len(proposals):
+            raise ValueError(f"got {len(images)} images but {len(proposals)} proposal tensors")
+        if self.training:
+            if targets is None or len(targets) != len(images):
+                raise ValueError("training mode needs one target dict per image")
+            return self.training_losses(self.compute_features(images), proposals, targets)
+        return self.detect_from_features(self.compute_features(images), proposals)
+
+    def training_losses(
+        self,
+        features: MultiScaleFeatures,
+        proposals: Sequence[Tensor],
+        targets: Sequence[dict[str, Tensor]],
+        windows_per_image: int | None = None,
+        fg_fraction: float = 0.25,
+        fg_iou: float = 0.5,
+        bg_iou: tuple[float, float] = (0.1, 0.5),
+    ) -> dict[str, Tensor]:
+        """Cross-entropy of fc8 on windows sampled per image (ground truth boxes join the
+        proposals, as in R-CNN). Works on live features (end-to-end) or cached ones (fc only).
+
+        Raises:
+            TypeError: the scoring head is not a :class:`SoftmaxHead` (SVMs are trained by
+                :mod:`sppnet.engine.detection`, not by back-propagation).
+        """
+        if not isinstance(self.box_predictor, SoftmaxHead):
+            raise TypeError("training_losses needs the softmax head (box_predictor = SoftmaxHead)")
+        per_image = windows_per_image or self.fine_tune_windows
+        sampled, labels = [], []
+        for props, target in zip(proposals, targets, strict=True):
+            gt = target["boxes"].to(props.device, torch.float32)
+            windows = torch.cat([gt, props.to(torch.float32)])
+            max_iou, _, matched = label_windows(windows, gt, target["labels"].to(props.device))
+            fg, bg = sample_windows(
+                max_iou, per_image, fg_fraction, fg_iou, bg_iou, self.sampler_generator
+            )
+            sampled.append(torch.cat([windows[fg], windows[bg]]))
+            labels.append(torch.cat([matched[fg], torch.zeros_like(matched[bg])]))
+        pooled = self.pool_windows(features, sampled)
+        logits = self.box_predictor(self.box_head(pooled.float()))
+        target_labels = torch.cat(labels).to(logits.device)
+        if target_labels.numel() == 0:
+            return {"loss_classifier": logits.sum() * 0.0}
+        return {"loss_classifier": F.cross_entropy(logits, target_labels)}
+
+    # ------------------------------------------------------------------ persistence
+    def save_pretrained(self, path: str | os.PathLike[str]) -> Path:
+        """Write ``model.safetensors`` + ``config.json`` (+ manifest) to the directory ``path``."""
+        from sppnet.engine.checkpoint import save_model
+
+        config = {"kind": CONFIG_KIND, "detector": self.config.to_dict()}
+        return save_model(path, self.state_dict(), config)
+
+    @classmethod
+    def from_pretrained(
+        cls, path: str | os.PathLike[str], map_location: Any = "cpu"
+    ) -> SPPNetDetector:
+        """Rebuild a detector saved by :meth:`save_pretrained` (or a training checkpoint).
+
+        Raises:
+            sppnet.engine.checkpoint.CheckpointError: missing, truncated or corrupt files, or a
+                config that is not an SPPNetDetector's.
+        """
+        from sppnet.engine.checkpoint import CheckpointError, load_model
+
+        state, raw = load_model(path, map_location=map_location)
+        if raw.get("kind") != CONFIG_KIND or "detector" not in raw:
+            raise CheckpointError(f"{path}: config.json does not describe an {CONFIG_KIND}")
+        try:
+            config = DetectorConfig.from_dict(raw["detector"])
+        except (TypeError, ValueError) as err:
+            raise CheckpointError(f"{path}: invalid detector config: {err}") from err
+        model = cls(config.replace(backbone_weights=None))
+        missing, unexpected = model.load_state_dict(state, strict=False)
+        if missing or unexpected:
+            raise CheckpointError(
+                f"{path}: weights do not match the config: missing {missing[:5]}, "
+                f"unexpected {unexpected[:5]}"
+            )
+        model.config = config
+        return model.to(map_location) if map_location is not None else model
