@@ -1,6 +1,9 @@
 """sppnet.engine: checkpoints, the training loop, and the torch.distributed set-up.
 
 - :mod:`sppnet.engine.checkpoint`: atomic, verified checkpoints (safetensors + JSON, no pickle).
+- :mod:`sppnet.engine.trainer`: :class:`Trainer`, the crash-safe training loop the training
+  commands run on.
+- :mod:`sppnet.engine.distributed`: torchrun set-up and rank helpers (``get_rank``, ``shard``...).
 """
 
 from sppnet.engine.checkpoint import (
@@ -12,13 +15,39 @@ from sppnet.engine.checkpoint import (
     save_checkpoint,
     save_model,
 )
+from sppnet.engine.distributed import (
+    barrier,
+    get_rank,
+    get_world_size,
+    init_distributed,
+    is_main_process,
+    shard,
+)
+from sppnet.engine.trainer import (
+    FitResult,
+    NonFiniteLossError,
+    TrainConfig,
+    Trainer,
+    TrainingInterrupted,
+)
 
 __all__ = [
     "Checkpoint",
     "CheckpointError",
+    "FitResult",
+    "NonFiniteLossError",
+    "TrainConfig",
+    "Trainer",
+    "TrainingInterrupted",
+    "barrier",
+    "get_rank",
+    "get_world_size",
+    "init_distributed",
+    "is_main_process",
     "latest_checkpoint",
     "load_checkpoint",
     "load_model",
     "save_checkpoint",
     "save_model",
+    "shard",
 ]

@@ -54,6 +54,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -543,6 +544,23 @@ class Trainer:
                 "choose a new output directory"
             )
 
+    def _remove_stale_staging(self) -> None:
+        """Delete the staging/old directories that a killed save left in ``checkpoints/``."""
+        if not self.checkpoint_dir.is_dir():
+            return
+        for p in self.checkpoint_dir.glob(".step-*.tmp"):
+            self._log(f"removing {p.name}, left by an interrupted checkpoint save")
+            shutil.rmtree(p, ignore_errors=True)
+        for p in self.checkpoint_dir.glob(".step-*.old"):
+            # A save that replaced a checkpoint was killed between its two renames: put the
+            # old (complete) one back if its place is empty.
+            target = self.checkpoint_dir / p.name.split(".")[1]
+            if not target.exists() and (p / "manifest.json").is_file():
+                os.replace(p, target)
+                self._log(f"restored {target.name} from {p.name} (interrupted replacement)")
+            else:
+                shutil.rmtree(p, ignore_errors=True)
+
     def _compute_losses(self, batch: Any) -> dict[str, torch.Tensor]:
         losses = self.step_fn(self._train_model, batch)
         if not isinstance(losses, Mapping) or "loss" not in losses:
@@ -568,6 +586,7 @@ class Trainer:
         if self.is_main_process:
             self.output_dir.mkdir(parents=True, exist_ok=True)
             self._check_output_dir()
+            self._remove_stale_staging()
         dist_utils.barrier()
         resumed_from = self._resume() if cfg.resume else None
         if self.is_main_process:

@@ -57,6 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--sleep", type=float, default=0.0, help="seconds per step, to slow the run")
     p.add_argument("--nan-at", type=int, default=0, help="make the loss NaN on this call (1-based)")
     p.add_argument("--resume", action="store_true")
+    p.add_argument("--plain-loss", action="store_true", help="no random per-sample weights")
     args = p.parse_args(argv)
 
     torch.set_num_threads(1)
@@ -74,6 +75,8 @@ def main(argv: list[str] | None = None) -> int:
             time.sleep(args.sleep)
         # Weight a random half of the batch double: randomness from a private generator.
         w = 1.0 + (torch.rand(len(y), generator=window_rng) < 0.5).float()
+        if args.plain_loss:
+            w = torch.ones_like(w)
         ce = nn.functional.cross_entropy(model(x), y, reduction="none")
         loss = (w * ce).sum() / w.sum()
         if calls["n"] == args.nan_at:
