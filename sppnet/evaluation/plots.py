@@ -61,7 +61,10 @@ def plot_pr_curves(result: VOCResult, metric: str = "voc07", columns: int | None
         ax.set_ylim(0.0, 1.02)
         ax.grid(True, linewidth=0.3)
         ax.tick_params(labelsize=7)
-    for ax in axes[-1]:
+    # The lowest panel of each column carries the recall axis (the last row may be short).
+    for column in range(min(columns, n)):
+        ax = axes.flat[column + columns * ((n - 1 - column) // columns)]
+        ax.xaxis.set_tick_params(labelbottom=True)
         ax.set_xlabel("recall", fontsize=8)
     for ax in axes[:, 0]:
         ax.set_ylabel("precision", fontsize=8)
