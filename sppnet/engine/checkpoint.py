@@ -80,6 +80,7 @@ STATE_FILE = "state.json"
 STATE_TENSORS_FILE = "state.safetensors"
 MANIFEST_FILE = "manifest.json"
 
+_KNOWN_FILES = frozenset({MODEL_FILE, CONFIG_FILE, STATE_FILE, STATE_TENSORS_FILE})
 _STEP_DIR = re.compile(r"^step-(\d+)$")
 _HASH_CHUNK = 1 << 20
 
@@ -438,7 +439,7 @@ def verify_checkpoint(path: str | os.PathLike[str], *, hashes: bool = True) -> d
         )
     try:
         manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
         raise CheckpointError(f"{str(manifest_path)!r} is corrupt: not valid JSON ({e})") from e
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise CheckpointError(f"{str(manifest_path)!r} is not an sppnet checkpoint manifest")
@@ -454,8 +455,14 @@ def verify_checkpoint(path: str | os.PathLike[str], *, hashes: bool = True) -> d
             f"{str(manifest_path)!r} is malformed: it must list {MODEL_FILE} and {CONFIG_FILE}"
         )
     for name, info in files.items():
+        if name not in _KNOWN_FILES:  # also keeps a hostile manifest from naming ../../x
+            raise CheckpointError(f"{str(manifest_path)!r} lists an unknown file {name!r}")
         f = path / name
-        if not isinstance(info, dict) or "bytes" not in info or "sha256" not in info:
+        if (
+            not isinstance(info, dict)
+            or not isinstance(info.get("bytes"), int)
+            or not isinstance(info.get("sha256"), str)
+        ):
             raise CheckpointError(f"{str(manifest_path)!r} is malformed at entry {name!r}")
         if not f.is_file():
             raise CheckpointError(f"checkpoint file {str(f)!r} is missing")
@@ -488,7 +495,7 @@ def _read_safetensors(f: Path, map_location: Any) -> dict[str, torch.Tensor]:
 def _read_json(f: Path) -> Any:
     try:
         return json.loads(f.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
         raise CheckpointError(f"checkpoint file {str(f)!r} is not valid JSON: {e}") from e
 
 
@@ -516,7 +523,12 @@ def load_checkpoint(
     state: dict[str, Any] = {}
     if STATE_FILE in manifest["files"]:
         state_tensors = _read_safetensors(path / STATE_TENSORS_FILE, map_location)
-        state = decode_state(_read_json(path / STATE_FILE), state_tensors)
+        try:
+            state = decode_state(_read_json(path / STATE_FILE), state_tensors)
+        except (TypeError, ValueError, KeyError, IndexError, AttributeError, RecursionError) as e:
+            if isinstance(e, CheckpointError):
+                raise
+            raise CheckpointError(f"{str(path / STATE_FILE)!r} is malformed: {e!r}") from e
         if not isinstance(state, dict):
             raise CheckpointError(f"{str(path / STATE_FILE)!r} must hold a JSON object")
     step = manifest.get("step")
