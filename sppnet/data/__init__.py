@@ -6,6 +6,7 @@ background, never present in a target).
 """
 
 from sppnet.data.coco import COCODetection
+from sppnet.data.demo import DEMO_CLASSES, load_demo, make_demo_dataset
 from sppnet.data.detection import DetectionDataset
 from sppnet.data.errors import AnnotationError, ImageReadError
 from sppnet.data.images import decode_image, image_from_array, read_image, read_image_size
@@ -14,6 +15,7 @@ from sppnet.data.target import validate_target
 from sppnet.data.voc import VOC_CLASSES, VOCDetection
 
 __all__ = [
+    "DEMO_CLASSES",
     "VOC_CLASSES",
     "AnnotationError",
     "COCODetection",
@@ -22,7 +24,9 @@ __all__ = [
     "VOCDetection",
     "decode_image",
     "image_from_array",
+    "load_demo",
     "load_mnist_5k",
+    "make_demo_dataset",
     "read_image",
     "read_image_size",
     "validate_target",
