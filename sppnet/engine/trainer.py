@@ -43,9 +43,11 @@ and gets:
   ``batch_size * world_size``, and the global batch of step ``t`` holds the same samples for
   any world size (so 1 process with batch 8 and 2 with batch 4 see the same data).
 
-The step function receives the model as wrapped for training (DDP under torchrun): call it as
-``model(...)`` so gradients are synchronised, and reach attributes through
-:func:`sppnet.engine.distributed.unwrap_model`. Batches are moved to the device first (tensors
+The step function receives the model as wrapped for training (DDP under torchrun). Calling it
+as ``model(...)`` lets DDP overlap gradient synchronisation with the backward pass; a step that
+calls something else (``unwrap_model(model).training_losses(...)``, a sub-module) is detected
+and its gradients are averaged over ranks after ``backward`` instead, so either way every rank
+applies the same update. Batches are moved to the device first (tensors
 inside lists, tuples and dicts).
 """
 
@@ -340,6 +342,8 @@ class Trainer:
         self._train_model: nn.Module = self._model
         self.step = 0
         self.last_checkpoint: Path | None = None
+        self._ddp_forward_called = False
+        self._warned_manual_sync = False
         self._sampler = DistributedSampler(
             dataset,  # type: ignore[arg-type]
             num_replicas=self.world_size,
@@ -606,6 +610,7 @@ class Trainer:
                 output_device=self.device.index if on_cuda else None,
                 find_unused_parameters=cfg.find_unused_parameters,
             )
+            self._train_model.register_forward_pre_hook(self._note_ddp_forward)
         params = [p for g in self.optimizer.param_groups for p in g["params"]]
         bar = tqdm(
             total=self.total_steps,
@@ -626,6 +631,7 @@ class Trainer:
                     for batch in self._epoch_loader(epoch, pos):
                         batch = move_to_device(batch, self.device)
                         self._train_model.train()
+                        self._ddp_forward_called = False
                         losses = self._compute_losses(batch)
                         names = sorted(losses)
                         local = torch.stack([losses[k].detach().float().reshape(()) for k in names])
@@ -638,6 +644,8 @@ class Trainer:
                             self._raise_nonfinite(f"loss {bad}", epoch)
                         self.optimizer.zero_grad(set_to_none=True)
                         losses["loss"].backward()
+                        if self.world_size > 1 and not self._ddp_forward_called:
+                            self._average_gradients(params)
                         if cfg.clip_grad_norm is not None:
                             norm = nn.utils.clip_grad_norm_(params, cfg.clip_grad_norm)
                             if not math.isfinite(float(norm)):
@@ -695,6 +703,39 @@ class Trainer:
             metrics=metrics,
             resumed_from=resumed_from,
         )
+
+    def _note_ddp_forward(self, module: nn.Module, args: Any) -> None:
+        self._ddp_forward_called = True
+
+    def _average_gradients(self, params: list[torch.Tensor]) -> None:
+        """Average gradients over ranks when the step bypassed the DDP wrapper's forward.
+
+        A step that calls a method of the model (``unwrap_model(model).training_losses(...)``)
+        instead of ``model(...)`` gets no DDP synchronisation; this does it with one all-reduce
+        per dtype. A parameter keeps ``grad=None`` only if it has none on every rank, so
+        optimizers skip exactly the parameters they would skip in a single process.
+        """
+        if not self._warned_manual_sync:
+            self._log("step() did not call model(...): averaging gradients with all_reduce")
+            self._warned_manual_sync = True
+        trainable = [p for p in params if p.requires_grad]
+        by_dtype: dict[torch.dtype, list[torch.Tensor]] = {}
+        for p in trainable:
+            by_dtype.setdefault(p.dtype, []).append(p)
+        for group in by_dtype.values():
+            grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in group]
+            has = torch.tensor(
+                [float(p.grad is not None) for p in group], dtype=group[0].dtype, device=self.device
+            )
+            flat = torch.cat([g.reshape(-1) for g in grads] + [has])
+            torch.distributed.all_reduce(flat)
+            flat_grads, has_any = flat[: -len(group)], flat[-len(group) :]
+            offset = 0
+            for p, present in zip(group, has_any.tolist(), strict=True):
+                n = p.numel()
+                if present > 0:
+                    p.grad = (flat_grads[offset : offset + n] / self.world_size).view_as(p)
+                offset += n
 
     def _epoch_end(self, epoch: int) -> None:
         if self.on_epoch_end is None:

@@ -150,7 +150,9 @@ def test_sigint_saves_a_checkpoint_and_exits_cleanly(tmp_path, reference):
 
 def test_two_process_gloo_run_matches_one_process(tmp_path):
     """2 ranks x batch 4 under torchrun == 1 rank x batch 8, up to float summation order."""
-    common = ["--epochs", "2", "--dropout", "0", "--plain-loss"]
+    # --mixed-call: every other step bypasses DDP's forward, so both ways of synchronising
+    # gradients (DDP's hooks, the Trainer's own all-reduce) are checked.
+    common = ["--epochs", "2", "--dropout", "0", "--plain-loss", "--mixed-call"]
     one = tmp_path / "one"
     assert train_tiny.main(["--out", str(one), "--batch-size", "8", *common]) == 0
     two = tmp_path / "two"

@@ -21,6 +21,7 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
+from sppnet.engine.distributed import unwrap_model
 from sppnet.engine.trainer import NonFiniteLossError, TrainConfig, Trainer, TrainingInterrupted
 from sppnet.utils.seed import seed_everything
 
@@ -58,6 +59,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--nan-at", type=int, default=0, help="make the loss NaN on this call (1-based)")
     p.add_argument("--resume", action="store_true")
     p.add_argument("--plain-loss", action="store_true", help="no random per-sample weights")
+    p.add_argument(
+        "--mixed-call",
+        action="store_true",
+        help="every other step, call the unwrapped module (bypassing DDP's forward)",
+    )
     args = p.parse_args(argv)
 
     torch.set_num_threads(1)
@@ -77,7 +83,8 @@ def main(argv: list[str] | None = None) -> int:
         w = 1.0 + (torch.rand(len(y), generator=window_rng) < 0.5).float()
         if args.plain_loss:
             w = torch.ones_like(w)
-        ce = nn.functional.cross_entropy(model(x), y, reduction="none")
+        net = unwrap_model(model) if args.mixed_call and calls["n"] % 2 == 0 else model
+        ce = nn.functional.cross_entropy(net(x), y, reduction="none")
         loss = (w * ce).sum() / w.sum()
         if calls["n"] == args.nan_at:
             loss = loss * float("nan")
