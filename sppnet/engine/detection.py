@@ -20,9 +20,8 @@ The stages (section 4 of the paper), each a function here:
    pooled conv features (or fc7) of windows with IoU >= 0.5.
 
 :func:`train_detector` runs the stages a :class:`~sppnet.models.detector_config.TrainingConfig`
-names. The gradient stages run on :class:`sppnet.engine.trainer.Trainer` when a ``trainer_factory``
-is given (the ``sppnet train`` command does this, for progress bars, checkpoints and resume);
-otherwise on a plain loop.
+names. The gradient stages run on :class:`sppnet.engine.trainer.Trainer` (progress bar, logged
+losses, checkpoints with resume, SIGINT, non-finite loss, DDP under torchrun).
 
 Data: a :class:`DetectionSet` - the targets and proposals of every image in memory, the images
 themselves read from the dataset on demand (or kept in memory).
@@ -30,18 +29,29 @@ themselves read from the dataset on demand (or kept in memory).
 
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
 import math
+import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor, nn
+from torch.utils.data import Dataset
 
-from sppnet.models.detector import MultiScaleFeatures, SPPNetDetector, _pad_stack, label_windows
+from sppnet.models.detector import (
+    MultiScaleFeatures,
+    SPPNetDetector,
+    WindowSampling,
+    _pad_stack,
+    label_windows,
+)
 from sppnet.models.detector_config import TrainingConfig
 from sppnet.models.heads import SoftmaxHead
 from sppnet.models.svm import (
@@ -71,11 +81,13 @@ logger = logging.getLogger(__name__)
 _DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
 
 
-ProgressFn = Callable[..., Any]
+def _bar(iterable: Any, desc: str, progress: bool) -> Any:
+    """``iterable`` wrapped in a tqdm bar when ``progress`` is on."""
+    if not progress:
+        return iterable
+    from tqdm.auto import tqdm
 
-
-def _no_progress(iterable: Any, **_: Any) -> Any:
-    return iterable
+    return tqdm(iterable, desc=desc, unit="img", dynamic_ncols=True, leave=False)
 
 
 # ----------------------------------------------------------------------------- data
@@ -91,7 +103,7 @@ class DetectionSet:
             :class:`~sppnet.proposals.ProposalCache`), or a sequence of tensors in dataset order.
         max_proposals: keep only the first (highest-ranked) this many per image.
         keep_images: hold the decoded images in memory.
-        progress: a tqdm-like wrapper for the one pass over the dataset.
+        progress: show a progress bar for the one pass over the dataset.
     """
 
     def __init__(
@@ -100,7 +112,7 @@ class DetectionSet:
         proposals: Callable[[Tensor, str], Tensor] | Sequence[Tensor],
         max_proposals: int | None = None,
         keep_images: bool = False,
-        progress: ProgressFn = _no_progress,
+        progress: bool = False,
     ) -> None:
         if not callable(proposals) and len(proposals) != len(dataset):
             raise ValueError(
@@ -110,7 +122,7 @@ class DetectionSet:
         self.targets: list[dict[str, Any]] = []
         self.proposals: list[Tensor] = []
         self._images: list[Tensor] | None = [] if keep_images else None
-        for i in progress(range(len(dataset)), desc="images", unit="img"):
+        for i in _bar(range(len(dataset)), "images", progress):
             image, target = dataset[i]
             boxes = proposals(image, target["image_id"]) if callable(proposals) else proposals[i]
             if boxes.ndim != 2 or boxes.shape[-1] != 4:
@@ -167,14 +179,14 @@ class FeatureCache:
         detector: SPPNetDetector,
         data: DetectionSet,
         dtype: torch.dtype = torch.float16,
-        progress: ProgressFn = _no_progress,
+        progress: bool = False,
     ) -> FeatureCache:
         """Run the trunk once per image and scale (eval mode) and keep the maps in ``dtype``."""
         was_training = detector.training
         detector.eval()
         cache = cls()
         try:
-            for i in progress(range(len(data)), desc="conv features", unit="img"):
+            for i in _bar(range(len(data)), "conv features", progress):
                 feats = detector.compute_features([data.image(i)])
                 cache.maps.append([m[0].to(dtype) for m in feats.maps])
                 cache.factors.append(torch.stack([f[0] for f in feats.factors]))
@@ -192,12 +204,20 @@ class FeatureCache:
         return sum(m.numel() * m.element_size() for per_image in self.maps for m in per_image)
 
     def features(
-        self, indices: Sequence[int], dtype: torch.dtype = torch.float32
+        self,
+        indices: Sequence[int],
+        dtype: torch.dtype = torch.float32,
+        device: torch.device | str | None = None,
     ) -> MultiScaleFeatures:
-        """The features of the images ``indices`` (maps cast to ``dtype``)."""
+        """The features of the images ``indices`` (maps cast to ``dtype``, on ``device``)."""
         num_scales = len(self.maps[indices[0]])
-        maps = [_pad_stack([self.maps[i][k].to(dtype) for i in indices]) for k in range(num_scales)]
-        factors = [torch.stack([self.factors[i][k] for i in indices]) for k in range(num_scales)]
+        maps = [
+            _pad_stack([self.maps[i][k].to(device=device, dtype=dtype) for i in indices])
+            for k in range(num_scales)
+        ]
+        factors = [
+            torch.stack([self.factors[i][k] for i in indices]).to(device) for k in range(num_scales)
+        ]
         return MultiScaleFeatures(maps, factors, [self.image_sizes[i] for i in indices])
 
 
@@ -220,75 +240,125 @@ class StageLog:
         }
 
 
-def _image_batches(
-    num_images: int, images_per_batch: int, epochs: int, generator: torch.Generator
-) -> list[list[int]]:
-    """Shuffled image indices, ``images_per_batch`` at a time, for ``epochs`` epochs."""
-    batches = []
-    for _ in range(epochs):
-        order = torch.randperm(num_images, generator=generator).tolist()
-        batches += [order[i : i + images_per_batch] for i in range(0, num_images, images_per_batch)]
-    return batches
+class _ImageIndices(Dataset):
+    """The map-style dataset the Trainer iterates: item ``i`` is the image index ``i``."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, index: int) -> int:
+        return index
 
 
-def _run_steps(
-    name: str,
-    step_fn: Callable[[list[int]], dict[str, Tensor]],
-    batches: list[list[int]],
-    optimizer: torch.optim.Optimizer,
-    cfg: TrainingConfig,
-    trainer_factory: Callable[..., Any] | None,
-    progress: ProgressFn,
-) -> StageLog:
-    """Minimise ``sum(step_fn(batch).values())`` over ``batches``; the learning rate drops 10x
-    after ``lr_decay_at`` of the steps (the paper's 1e-4 -> 1e-5 schedule)."""
-    log = StageLog(name)
-    start = time.perf_counter()
-    decay_step = max(1, math.ceil(cfg.lr_decay_at * len(batches)))
-    scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, [decay_step], gamma=0.1)
-    if trainer_factory is not None:
-        trainer = trainer_factory(
-            name=name, step_fn=step_fn, batches=batches, optimizer=optimizer, scheduler=scheduler
-        )
-        log.records = list(trainer.fit())
-    else:
-        bar = progress(batches, desc=name, unit="step")
-        for step, batch in enumerate(bar):
-            losses = step_fn(batch)
-            loss = sum(losses.values())
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"{name}: non-finite loss {loss.item()} at step {step}")
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
-            log.records.append({"step": step, "loss": float(loss)})
-            if hasattr(bar, "set_postfix"):
-                bar.set_postfix(loss=f"{float(loss):.4f}", refresh=False)
-    log.seconds = time.perf_counter() - start
-    if log.records:
-        n = max(1, len(log.records) // 10)
-        log.info["loss_first"] = sum(r["loss"] for r in log.records[:n]) / n
-        log.info["loss_last"] = sum(r["loss"] for r in log.records[-n:]) / n
-    log.info["steps"] = len(batches)
-    return log
+def _as_list(batch: list[int]) -> list[int]:
+    return [int(i) for i in batch]
 
 
-def _sampling(cfg: TrainingConfig) -> dict[str, Any]:
-    return {
-        "windows_per_image": max(1, cfg.windows_per_batch // cfg.images_per_batch),
-        "fg_fraction": cfg.fg_fraction,
-        "fg_iou": cfg.fg_iou,
-        "bg_iou": (cfg.bg_iou_low, cfg.bg_iou_high),
-    }
-
-
-def _targets(data: DetectionSet, batch: Sequence[int]) -> list[dict[str, Tensor]]:
+def _targets(data: DetectionSet, batch: Sequence[int], device: torch.device):
     out = []
     for i in batch:
         boxes, labels = data.positives(i)
-        out.append({"boxes": boxes, "labels": labels})
+        out.append({"boxes": boxes.to(device), "labels": labels.to(device)})
     return out
+
+
+@contextlib.contextmanager
+def _only_trainable(model: nn.Module, params: Sequence[nn.Parameter]):
+    """Within the block, only ``params`` require grad (so DDP sees no unused parameter)."""
+    saved = {p: p.requires_grad for p in model.parameters()}
+    wanted = {id(p) for p in params}
+    try:
+        for p in model.parameters():
+            p.requires_grad_(id(p) in wanted)
+        yield
+    finally:
+        for p, flag in saved.items():
+            p.requires_grad_(flag)
+
+
+def _read_log(path: Path) -> list[dict[str, float]]:
+    if not path.is_file():
+        return []
+    records = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        entry = json.loads(line)
+        if "loss" in entry and "step" in entry:
+            records.append({"step": entry["step"], "loss": entry["loss"]})
+    return records
+
+
+def _fit(
+    name: str,
+    detector: SPPNetDetector,
+    step: Callable[[nn.Module, list[int]], dict[str, Tensor]],
+    param_groups: list[dict[str, Any]],
+    num_images: int,
+    epochs: int,
+    cfg: TrainingConfig,
+    output_dir: str | os.PathLike[str],
+    resume: bool,
+    progress: bool,
+) -> StageLog:
+    """Run one gradient stage on :class:`~sppnet.engine.trainer.Trainer` (checkpoints under
+    ``output_dir/name``, resume, SIGINT, non-finite loss); SGD with momentum and weight decay,
+    learning rates divided by 10 after ``lr_decay_at`` of the steps."""
+    from sppnet.engine.trainer import TrainConfig, Trainer
+
+    log = StageLog(name)
+    start = time.perf_counter()
+    params = [p for g in param_groups for p in g["params"]]
+    optimizer = torch.optim.SGD(
+        param_groups,
+        lr=param_groups[0]["lr"],
+        momentum=cfg.momentum,
+        weight_decay=cfg.weight_decay,
+    )
+    trainer = Trainer(
+        detector,
+        optimizer,
+        step,
+        _ImageIndices(num_images),
+        TrainConfig(
+            output_dir=Path(output_dir) / name,
+            batch_size=min(cfg.images_per_batch, num_images),
+            epochs=epochs,
+            seed=cfg.seed,
+            checkpoint_every=0,
+            keep_last=1,
+            log_every=max(1, min(10, num_images // cfg.images_per_batch)),
+            resume=resume,
+            progress=progress,
+        ),
+        collate_fn=_as_list,
+        model_config=detector.checkpoint_config(),
+    )
+    decay_step = max(1, math.ceil(cfg.lr_decay_at * trainer.total_steps))
+    trainer.scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, [decay_step], gamma=0.1)
+    with _only_trainable(detector, params):
+        result = trainer.fit()
+    detector.eval()
+    log.seconds = time.perf_counter() - start
+    log.records = _read_log(Path(output_dir) / name / "log.jsonl")
+    log.info.update(steps=result.step, metrics=result.metrics)
+    if result.resumed_from is not None:
+        log.info["resumed_from"] = str(result.resumed_from)
+    if log.records:
+        n = max(1, len(log.records) // 5)
+        log.info["loss_first"] = sum(r["loss"] for r in log.records[:n]) / n
+        log.info["loss_last"] = sum(r["loss"] for r in log.records[-n:]) / n
+    return log
+
+
+def _configure_sampling(detector: SPPNetDetector, cfg: TrainingConfig) -> None:
+    detector.window_sampling = WindowSampling(
+        windows_per_image=max(1, cfg.windows_per_batch // cfg.images_per_batch),
+        fg_fraction=cfg.fg_fraction,
+        fg_iou=cfg.fg_iou,
+        bg_iou=(cfg.bg_iou_low, cfg.bg_iou_high),
+    )
 
 
 def finetune_fc(
@@ -296,46 +366,49 @@ def finetune_fc(
     data: DetectionSet,
     cache: FeatureCache,
     cfg: TrainingConfig,
-    trainer_factory: Callable[..., Any] | None = None,
-    progress: ProgressFn = _no_progress,
+    output_dir: str | os.PathLike[str],
+    resume: bool = False,
+    progress: bool = False,
 ) -> StageLog:
-    """Fine-tune fc6/fc7/fc8 on cached conv maps (trunk frozen), the paper's way."""
+    """Fine-tune fc6/fc7/fc8 on cached conv maps (trunk frozen), the paper's way.
+
+    Checkpoints go to ``output_dir/finetune_fc`` (see :func:`_fit`).
+    """
     if not isinstance(detector.box_predictor, SoftmaxHead):
         raise TypeError("finetune_fc needs the softmax head (fc8) as box_predictor")
-    generator = torch.Generator().manual_seed(cfg.seed)
-    detector.sampler_generator = generator
-    sampling = _sampling(cfg)
+    _configure_sampling(detector, cfg)
+    device = next(detector.parameters()).device
 
-    def step_fn(batch: list[int]) -> dict[str, Tensor]:
-        feats = cache.features(batch)
-        props = [data.proposals[i] for i in batch]
-        return detector.training_losses(feats, props, _targets(data, batch), **sampling)
+    def step(model: nn.Module, batch: list[int]) -> dict[str, Tensor]:
+        feats = cache.features(batch, device=device)
+        props = [data.proposals[i].to(device) for i in batch]
+        losses = model(None, props, _targets(data, batch, device), features=feats)
+        return {"loss": losses["loss_classifier"]}
 
     params = [p for m in (detector.box_head, detector.box_predictor) for p in m.parameters()]
-    optimizer = torch.optim.SGD(
-        params, lr=cfg.lr_fc, momentum=cfg.momentum, weight_decay=cfg.weight_decay
+    return _fit(
+        "finetune_fc",
+        detector,
+        step,
+        [{"params": params, "lr": cfg.lr_fc}],
+        len(data),
+        cfg.epochs_fc,
+        cfg,
+        output_dir,
+        resume,
+        progress,
     )
-    batches = _image_batches(len(data), cfg.images_per_batch, cfg.epochs_fc, generator)
-    detector.train()
-    try:
-        return _run_steps(
-            "finetune_fc", step_fn, batches, optimizer, cfg, trainer_factory, progress
-        )
-    finally:
-        detector.eval()
 
 
 def trunk_parameters(detector: SPPNetDetector, frozen_prefix: int) -> list[nn.Parameter]:
-    """The trunk's trainable parameters for end-to-end fine-tuning: every parameter of its
-    ``body`` children after the first ``frozen_prefix`` ones, batch norm excluded (frozen)."""
+    """The trunk's parameters end-to-end fine-tuning trains: those of its ``body`` children
+    after the first ``frozen_prefix``, batch norm excluded (it stays frozen)."""
     body = getattr(detector.backbone, "body", detector.backbone)
-    children = list(body.children())
     params = []
-    for child in children[frozen_prefix:]:
+    for child in list(body.children())[frozen_prefix:]:
         for m in child.modules():
-            if isinstance(m, nn.modules.batchnorm._BatchNorm):
-                continue
-            params += [p for p in m.parameters(recurse=False) if p.requires_grad]
+            if not isinstance(m, nn.modules.batchnorm._BatchNorm):
+                params += list(m.parameters(recurse=False))
     return params
 
 
@@ -343,43 +416,42 @@ def finetune_end_to_end(
     detector: SPPNetDetector,
     data: DetectionSet,
     cfg: TrainingConfig,
-    trainer_factory: Callable[..., Any] | None = None,
-    progress: ProgressFn = _no_progress,
+    output_dir: str | os.PathLike[str],
+    resume: bool = False,
+    progress: bool = False,
 ) -> StageLog:
     """Fine-tune the trunk too, back-propagating through ``roi_spp`` (beyond the paper).
 
     Each step computes the conv maps of ``images_per_batch`` images at one scale drawn at random
-    from ``config.scales`` (Fast R-CNN's multi-scale training), samples windows as in
+    from ``config.scales`` (the detector's training mode), samples windows as in
     :func:`finetune_fc`, and updates fc6/fc7/fc8 (``lr_e2e``) and the trunk's blocks after the
-    first ``trunk_frozen_prefix`` (``lr_e2e_trunk``).
+    first ``trunk_frozen_prefix`` (``lr_e2e_trunk``). Checkpoints go to ``output_dir/end_to_end``.
     """
     if not isinstance(detector.box_predictor, SoftmaxHead):
         raise TypeError("finetune_end_to_end needs the softmax head (fc8) as box_predictor")
-    generator = torch.Generator().manual_seed(cfg.seed + 1)
-    detector.sampler_generator = generator
-    sampling = _sampling(cfg)
-    scales = detector.config.scales
+    _configure_sampling(detector, cfg)
+    device = next(detector.parameters()).device
 
-    def step_fn(batch: list[int]) -> dict[str, Tensor]:
-        scale = scales[int(torch.randint(len(scales), (1,), generator=generator))]
-        feats = detector.compute_features([data.image(i) for i in batch], scales=[scale])
-        props = [data.proposals[i] for i in batch]
-        return detector.training_losses(feats, props, _targets(data, batch), **sampling)
+    def step(model: nn.Module, batch: list[int]) -> dict[str, Tensor]:
+        images = [data.image(i).to(device) for i in batch]
+        props = [data.proposals[i].to(device) for i in batch]
+        losses = model(images, props, _targets(data, batch, device))
+        return {"loss": losses["loss_classifier"]}
 
-    head_params = [p for m in (detector.box_head, detector.box_predictor) for p in m.parameters()]
+    head = [p for m in (detector.box_head, detector.box_predictor) for p in m.parameters()]
     trunk = trunk_parameters(detector, cfg.trunk_frozen_prefix)
-    optimizer = torch.optim.SGD(
-        [{"params": head_params, "lr": cfg.lr_e2e}, {"params": trunk, "lr": cfg.lr_e2e_trunk}],
-        lr=cfg.lr_e2e,
-        momentum=cfg.momentum,
-        weight_decay=cfg.weight_decay,
+    log = _fit(
+        "end_to_end",
+        detector,
+        step,
+        [{"params": head, "lr": cfg.lr_e2e}, {"params": trunk, "lr": cfg.lr_e2e_trunk}],
+        len(data),
+        cfg.epochs_e2e,
+        cfg,
+        output_dir,
+        resume,
+        progress,
     )
-    batches = _image_batches(len(data), cfg.images_per_batch, cfg.epochs_e2e, generator)
-    detector.train()
-    try:
-        log = _run_steps("end_to_end", step_fn, batches, optimizer, cfg, trainer_factory, progress)
-    finally:
-        detector.eval()
     log.info["trunk_parameters"] = sum(p.numel() for p in trunk)
     return log
 
@@ -400,7 +472,7 @@ def svm_training_set(
     data: DetectionSet,
     cache: FeatureCache,
     cfg: TrainingConfig,
-    progress: ProgressFn = _no_progress,
+    progress: bool = False,
 ) -> tuple[Tensor, Tensor, Tensor]:
     """fc7 features and labels for the SVMs.
 
@@ -413,7 +485,7 @@ def svm_training_set(
     """
     num_classes = detector.config.num_classes
     xs, ys, owners = [], [], []
-    for i in progress(range(len(data)), desc="svm features", unit="img"):
+    for i in _bar(range(len(data)), "svm features", progress):
         gt, labels = data.positives(i)
         props = data.proposals[i]
         props = props[_dedupe_negatives(props, cfg.svm_neg_nms)]
@@ -437,7 +509,7 @@ def train_svms(
     data: DetectionSet,
     cache: FeatureCache,
     cfg: TrainingConfig,
-    progress: ProgressFn = _no_progress,
+    progress: bool = False,
 ) -> tuple[LinearSVMs, StageLog]:
     """Train the per-class linear SVMs with hard-negative mining (see :mod:`sppnet.models.svm`).
 
@@ -525,7 +597,7 @@ def train_box_regressor(
     data: DetectionSet,
     cache: FeatureCache,
     cfg: TrainingConfig,
-    progress: ProgressFn = _no_progress,
+    progress: bool = False,
 ) -> StageLog:
     """Fit ``detector.box_regressor`` by per-class ridge regression (the paper's stage 7).
 
@@ -543,7 +615,7 @@ def train_box_regressor(
     use_pool5 = detector.config.box_regression_input == "pool5"
     xs, ts, cs = [], [], []
     try:
-        for i in progress(range(len(data)), desc="bbox features", unit="img"):
+        for i in _bar(range(len(data)), "bbox features", progress):
             gt, labels = data.positives(i)
             if gt.shape[0] == 0:
                 continue
@@ -603,24 +675,25 @@ def train_detector(
     detector: SPPNetDetector,
     data: DetectionSet,
     cfg: TrainingConfig,
-    trainer_factory: Callable[..., Any] | None = None,
-    progress: ProgressFn = _no_progress,
+    output_dir: str | os.PathLike[str],
+    resume: bool = False,
+    progress: bool = False,
 ) -> TrainedHeads:
     """Run the stages ``cfg.stages`` names, in the paper's order.
 
-    Leaves ``detector`` in eval mode with the head its ``config.scoring`` names installed (the SVMs
-    when they were trained and ``scoring == "svm"``, else fc8). Returns both heads and the logs.
+    Gradient stages checkpoint under ``output_dir/<stage>`` and, with ``resume``, continue from
+    there (a finished stage is restored, not re-run). Leaves ``detector`` in eval mode with the
+    head its ``config.scoring`` names installed (the SVMs when ``scoring == "svm"``, else fc8).
+    Returns both heads and the logs.
     """
     torch.manual_seed(cfg.seed)
     heads = TrainedHeads()
     dtype = _DTYPES[cfg.cache_dtype]
     wanted_scoring = detector.config.scoring
     if not isinstance(detector.box_predictor, SoftmaxHead):
-        detector.set_box_predictor(
-            SoftmaxHead(detector.representation_size, detector.config.num_classes).to(
-                next(detector.parameters()).device
-            )
-        )
+        device = next(detector.parameters()).device
+        fc8 = SoftmaxHead(detector.representation_size, detector.config.num_classes)
+        detector.set_box_predictor(fc8.to(device))
     cache: FeatureCache | None = None
 
     def fresh_cache() -> FeatureCache:
@@ -631,17 +704,18 @@ def train_detector(
         heads.logs.append(log)
         return c
 
-    for stage in ("finetune_fc", "end_to_end", "svm", "box_regression"):
+    for stage in TrainingConfig._STAGES:
         if stage not in cfg.stages:
             continue
         if stage == "end_to_end":
-            heads.logs.append(finetune_end_to_end(detector, data, cfg, trainer_factory, progress))
+            log = finetune_end_to_end(detector, data, cfg, output_dir, resume, progress)
+            heads.logs.append(log)
             cache = None  # the trunk changed
             continue
         if cache is None:
             cache = fresh_cache()
         if stage == "finetune_fc":
-            heads.logs.append(finetune_fc(detector, data, cache, cfg, trainer_factory, progress))
+            heads.logs.append(finetune_fc(detector, data, cache, cfg, output_dir, resume, progress))
         elif stage == "svm":
             svms, log = train_svms(detector, data, cache, cfg, progress)
             heads.svm = svms
@@ -661,14 +735,14 @@ def train_detector(
 def predict(
     detector: SPPNetDetector,
     data: DetectionSet,
-    progress: ProgressFn = _no_progress,
+    progress: bool = False,
 ) -> tuple[list[dict[str, Tensor]], dict[str, float]]:
     """Detections for every image of ``data`` (eval mode), and the seconds spent per stage
     (``conv``, ``pool``, ``fc`` summed over images, ``images``)."""
     detector.eval()
     out = []
     times = {"conv": 0.0, "pool_fc_nms": 0.0, "images": 0.0}
-    for i in progress(range(len(data)), desc="detect", unit="img"):
+    for i in _bar(range(len(data)), "detect", progress):
         t0 = time.perf_counter()
         feats = detector.compute_features([data.image(i)])
         t1 = time.perf_counter()

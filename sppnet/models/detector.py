@@ -42,6 +42,7 @@ __all__ = [
     "DetectionPostprocess",
     "MultiScaleFeatures",
     "SPPNetDetector",
+    "WindowSampling",
     "label_windows",
     "sample_windows",
 ]
@@ -80,6 +81,18 @@ class MultiScaleFeatures:
             [f[idx] for f in self.factors],
             [self.image_sizes[i] for i in idx],
         )
+
+
+@dataclass
+class WindowSampling:
+    """How training mode samples windows per image: ``windows_per_image`` of them, at most
+    ``fg_fraction`` foreground (IoU >= ``fg_iou``), background IoU in ``bg_iou`` = [low, high).
+    The paper: 25% foreground, IoU >= 0.5; background in [0.1, 0.5)."""
+
+    windows_per_image: int = 64
+    fg_fraction: float = 0.25
+    fg_iou: float = 0.5
+    bg_iou: tuple[float, float] = (0.1, 0.5)
 
 
 def _pad_stack(maps: Sequence[Tensor]) -> Tensor:
@@ -225,7 +238,8 @@ class SPPNetDetector(nn.Module):
     In eval mode returns a list of dicts ``boxes`` Tensor[D, 4] float32 (original pixels),
     ``labels`` Tensor[D] int64 (1..num_classes), ``scores`` Tensor[D] float32. In training mode
     returns ``{"loss_classifier": Tensor[]}``: softmax cross-entropy of fc8 on windows sampled as in
-    the paper (25% foreground). The trunk's batch norms stay frozen in training mode.
+    the paper (``window_sampling``: 25% foreground), the conv maps computed at one of
+    ``config.scales`` drawn at random. The trunk's batch norms stay frozen in training mode.
     """
 
     def __init__(self, config: DetectorConfig, backbone: nn.Module | None = None) -> None:
@@ -269,8 +283,7 @@ class SPPNetDetector(nn.Module):
             config.detections_per_image,
             config.min_box_size,
         )
-        self.fine_tune_windows = 128
-        self.sampler_generator: torch.Generator | None = None
+        self.window_sampling = WindowSampling()
         self._freeze_batch_norm()
 
     # ------------------------------------------------------------------ set-up helpers
@@ -426,30 +439,44 @@ class SPPNetDetector(nn.Module):
 
     def forward(
         self,
-        images: Sequence[Tensor],
+        images: Sequence[Tensor] | None,
         proposals: Sequence[Tensor],
         targets: Sequence[dict[str, Tensor]] | None = None,
+        *,
+        features: MultiScaleFeatures | None = None,
     ) -> list[dict[str, Tensor]] | dict[str, Tensor]:
-        if len(images) != len(proposals):
-            raise ValueError(f"got {len(images)} images but {len(proposals)} proposal tensors")
+        """See the class docstring. ``features`` (keyword only) replaces ``images`` with conv
+        features computed earlier (e.g. a training cache); ``images`` is then ignored."""
+        if features is None:
+            if images is None:
+                raise ValueError("give images or features")
+            if len(images) != len(proposals):
+                raise ValueError(f"got {len(images)} images but {len(proposals)} proposal tensors")
         if self.training:
-            if targets is None or len(targets) != len(images):
+            n = len(proposals)
+            if targets is None or len(targets) != n:
                 raise ValueError("training mode needs one target dict per image")
-            return self.training_losses(self.compute_features(images), proposals, targets)
-        return self.detect_from_features(self.compute_features(images), proposals)
+            if features is None:
+                assert images is not None
+                # One scale per step, drawn at random (Fast R-CNN's multi-scale training).
+                scales = self.config.scales
+                scale = scales[int(torch.randint(len(scales), (1,)))] if len(scales) > 1 else None
+                features = self.compute_features(images, None if scale is None else [scale])
+            return self.training_losses(features, proposals, targets)
+        if features is None:
+            assert images is not None
+            features = self.compute_features(images)
+        return self.detect_from_features(features, proposals)
 
     def training_losses(
         self,
         features: MultiScaleFeatures,
         proposals: Sequence[Tensor],
         targets: Sequence[dict[str, Tensor]],
-        windows_per_image: int | None = None,
-        fg_fraction: float = 0.25,
-        fg_iou: float = 0.5,
-        bg_iou: tuple[float, float] = (0.1, 0.5),
     ) -> dict[str, Tensor]:
-        """Cross-entropy of fc8 on windows sampled per image (ground truth boxes join the
-        proposals, as in R-CNN). Works on live features (end-to-end) or cached ones (fc only).
+        """Cross-entropy of fc8 on windows sampled per image by ``self.window_sampling``
+        (ground-truth boxes join the proposals, as in R-CNN). Works on live features (end to
+        end) or cached ones (fc only). Draws from the global torch RNG.
 
         Raises:
             TypeError: the scoring head is not a :class:`SoftmaxHead` (SVMs are trained by
@@ -457,14 +484,14 @@ class SPPNetDetector(nn.Module):
         """
         if not isinstance(self.box_predictor, SoftmaxHead):
             raise TypeError("training_losses needs the softmax head (box_predictor = SoftmaxHead)")
-        per_image = windows_per_image or self.fine_tune_windows
+        ws = self.window_sampling
         sampled, labels = [], []
         for props, target in zip(proposals, targets, strict=True):
             gt = target["boxes"].to(props.device, torch.float32)
             windows = torch.cat([gt, props.to(torch.float32)])
             max_iou, _, matched = label_windows(windows, gt, target["labels"].to(props.device))
             fg, bg = sample_windows(
-                max_iou, per_image, fg_fraction, fg_iou, bg_iou, self.sampler_generator
+                max_iou, ws.windows_per_image, ws.fg_fraction, ws.fg_iou, ws.bg_iou
             )
             sampled.append(torch.cat([windows[fg], windows[bg]]))
             labels.append(torch.cat([matched[fg], torch.zeros_like(matched[bg])]))
@@ -476,12 +503,17 @@ class SPPNetDetector(nn.Module):
         return {"loss_classifier": F.cross_entropy(logits, target_labels)}
 
     # ------------------------------------------------------------------ persistence
+    def checkpoint_config(self) -> dict[str, Any]:
+        """The JSON object saved as ``config.json``: rebuilds this model with
+        :meth:`from_pretrained`."""
+        return {"kind": CONFIG_KIND, "detector": self.config.to_dict()}
+
     def save_pretrained(self, path: str | os.PathLike[str]) -> Path:
-        """Write ``model.safetensors`` + ``config.json`` (+ manifest) to the directory ``path``."""
+        """Write ``model.safetensors`` + ``config.json`` (+ manifest) to the directory ``path``
+        (atomically, via :func:`sppnet.engine.checkpoint.save_model`)."""
         from sppnet.engine.checkpoint import save_model
 
-        config = {"kind": CONFIG_KIND, "detector": self.config.to_dict()}
-        return save_model(path, self.state_dict(), config)
+        return save_model(path, self.state_dict(), self.checkpoint_config())
 
     @classmethod
     def from_pretrained(
