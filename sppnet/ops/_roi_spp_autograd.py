@@ -1,0 +1,299 @@
+"""The pure-PyTorch RoI spatial pyramid pooling kernel: forward, backward and the level plan.
+
+Regions are processed in chunks so that the working memory beyond the output stays bounded (see
+:data:`CHUNK_ELEMENTS`); levels are a Python loop, regions never are.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+from torch.autograd.function import once_differentiable
+
+from sppnet.ops._bins import exact_bins, paper_window, round_bins
+from sppnet.ops._checks import coordinate_dtype
+from sppnet.ops._integral import IntegralTable
+from sppnet.ops._range_max import RangeMaxTable
+
+# Each temporary of a chunk holds at most this many elements (plus one region's worth): with four
+# corner gathers and two reductions alive at once, the working set beyond the output, the saved
+# arg-max and the per-map table is about 8 * CHUNK_ELEMENTS elements (64 MiB for float32, twice
+# that while also tracking arg-max indices for the backward pass).
+CHUNK_ELEMENTS = 2**21
+
+
+@dataclass(frozen=True)
+class LevelPlan:
+    """How one distinct level ``n`` is computed and where it goes.
+
+    ``source`` is the finer level ``k * n`` it is derived from (max pooling with the paper's exact
+    bins only: every coarse bin is then the union of ``k x k`` fine bins), or None to read the
+    map. ``offsets`` are the first bins of each occurrence of ``n`` in the output.
+    """
+
+    n: int
+    source: int | None
+    offsets: tuple[int, ...]
+
+
+def make_plan(levels: tuple[int, ...], derive: bool) -> list[LevelPlan]:
+    """Distinct levels, finest first, each derived from its coarsest multiple when ``derive``."""
+    offsets: dict[int, list[int]] = {}
+    start = 0
+    for n in levels:
+        offsets.setdefault(n, []).append(start)
+        start += n * n
+    distinct = sorted(offsets, reverse=True)
+    plan = []
+    for n in distinct:
+        multiples = [m for m in distinct if m > n and m % n == 0]
+        source = min(multiples) if derive and multiples else None
+        plan.append(LevelPlan(n, source, tuple(offsets[n])))
+    return plan
+
+
+def table_depth(size: int, plan: list[LevelPlan], exact: bool) -> int:
+    """Largest ``a`` with ``2**a`` at most the tallest bin any region can have along an axis.
+
+    With the paper's exact bins inside a window of at most ``size`` cells, a bin of level ``n``
+    spans at most ``ceil(size / n) + 1`` cells; ``roi_pool``'s bins are only bounded by the map.
+    """
+    tallest = size
+    if exact:
+        finest_read = min(level.n for level in plan if level.source is None)
+        tallest = min(size, -(-size // finest_read) + 1)
+    return math.floor(math.log2(tallest))
+
+
+def _output_view(buffer: Tensor, offset: int, n: int, channels: int) -> Tensor:
+    """The strided ``[K, n, n, C]`` view of bins ``offset .. offset + n*n`` of a [K, C*B] buffer."""
+    block = buffer[:, channels * offset : channels * (offset + n * n)]
+    return block.unflatten(1, (channels, n, n)).permute(0, 2, 3, 1)
+
+
+class _Geometry:
+    """Bin edges of every level for a chunk of regions, under one mapping."""
+
+    def __init__(
+        self,
+        image: Tensor,
+        coords: Tensor,
+        spatial_scale: float,
+        mapping: str,
+        height: int,
+        width: int,
+    ) -> None:
+        self.image, self.coords, self.mapping = image, coords, mapping
+        self.scale, self.height, self.width = spatial_scale, height, width
+        if mapping == "paper":
+            x1, y1, x2, y2 = coords.unbind(1)
+            self.rows = paper_window(y1, y2, spatial_scale, height)
+            self.cols = paper_window(x1, x2, spatial_scale, width)
+
+    def bins(self, n: int, lo: int, hi: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """``(row_start, row_end, col_start, col_end)``, each Tensor[hi - lo, n] int64."""
+        if self.mapping == "paper":
+            rows = exact_bins(self.rows[0][lo:hi], self.rows[1][lo:hi], n)
+            cols = exact_bins(self.cols[0][lo:hi], self.cols[1][lo:hi], n)
+        else:
+            x1, y1, x2, y2 = self.coords[lo:hi].unbind(1)
+            rows = round_bins(y1, y2, self.scale, n, self.height)
+            cols = round_bins(x1, x2, self.scale, n, self.width)
+        return rows[0], rows[1], cols[0], cols[1]
+
+
+def _chunk_size(channels: int, plan: list[LevelPlan]) -> int:
+    per_region = max(1, channels * max(level.n for level in plan) ** 2)
+    return max(1, CHUNK_ELEMENTS // per_region)
+
+
+def _derive(values: Tensor, argmax: Tensor | None, k: int) -> tuple[Tensor, Tensor | None]:
+    """Max over ``k x k`` blocks of fine bins ``values`` [K, m, m, C] (m = k * n)."""
+    regions, m, _, c = values.shape
+    n = m // k
+    blocks = values.view(regions, n, k, n, k, c)
+    if argmax is None:
+        return blocks.amax(dim=(2, 4)), None
+    flat = blocks.permute(0, 1, 3, 5, 2, 4).reshape(regions, n, n, c, k * k)
+    best, which = flat.max(dim=4)  # first maximum in block order; NaN wins
+    cells = argmax.view(regions, n, k, n, k, c).permute(0, 1, 3, 5, 2, 4).reshape(flat.shape)
+    return best, cells.gather(4, which.unsqueeze(4)).squeeze(4)
+
+
+def roi_spp_forward(
+    input: Tensor,
+    image: Tensor,
+    coords: Tensor,
+    levels: tuple[int, ...],
+    spatial_scale: float,
+    mode: str,
+    mapping: str,
+    with_argmax: bool,
+) -> tuple[Tensor, Tensor | None]:
+    """Pool every region; returns the output [K, C * B] and, for max with ``with_argmax``, the
+    channels-last flat index [K, C * B] of each output's source cell (N*H*W*C for empty bins)."""
+    _, channels, height, width = input.shape
+    regions = image.shape[0]
+    total_bins = sum(n * n for n in levels)
+    out = input.new_empty((regions, channels * total_bins))
+    derive = mode == "max" and mapping == "paper"
+    plan = make_plan(levels, derive)
+    cl = input.permute(0, 2, 3, 1)
+    argmax_out = None
+    if mode == "max":
+        table = RangeMaxTable(
+            cl,
+            table_depth(height, plan, exact=mapping == "paper"),
+            table_depth(width, plan, exact=mapping == "paper"),
+            with_argmax,
+        )
+        if with_argmax:
+            assert table.argmax is not None
+            argmax_out = torch.empty(out.shape, dtype=table.argmax.dtype, device=input.device)
+    else:
+        table = IntegralTable(cl, coordinate_dtype(input.device))
+    if regions == 0:
+        return out, argmax_out
+    geometry = _Geometry(image, coords, spatial_scale, mapping, height, width)
+    step = _chunk_size(channels, plan)
+    for lo in range(0, regions, step):
+        hi = min(lo + step, regions)
+        computed: dict[int, tuple[Tensor, Tensor | None]] = {}
+        needed_as_source = {level.source for level in plan}
+        for level in plan:
+            n = level.n
+            dests = [_output_view(out[lo:hi], off, n, channels) for off in level.offsets]
+            arg_dests = (
+                [_output_view(argmax_out[lo:hi], off, n, channels) for off in level.offsets]
+                if argmax_out is not None
+                else [None] * len(dests)
+            )
+            keep = n in needed_as_source
+            if level.source is not None:
+                vals, args = _derive(*computed[level.source], level.source // n)
+                dests[0].copy_(vals)
+                if args is not None:
+                    arg_dests[0].copy_(args)
+            elif mode == "max":
+                assert isinstance(table, RangeMaxTable)
+                edges = geometry.bins(n, lo, hi)
+                corners = table.corner_rows(image[lo:hi], *edges, may_be_empty=mapping == "round")
+                vals, args = table.rect_max(
+                    corners,
+                    (hi - lo, n, n),
+                    out=None if keep else dests[0],
+                    out_argmax=None if keep else arg_dests[0],
+                )
+                if keep:
+                    dests[0].copy_(vals)
+                    if args is not None:
+                        arg_dests[0].copy_(args)
+            else:
+                assert isinstance(table, IntegralTable)
+                edges = geometry.bins(n, lo, hi)
+                corners, count = table.corner_rows(image[lo:hi], *edges)
+                vals = table.rect_mean(corners, count, dests[0])
+                args = None
+            if keep:
+                computed[n] = (vals, args)
+            for dest, arg_dest in zip(dests[1:], arg_dests[1:], strict=True):
+                dest.copy_(dests[0])
+                if arg_dest is not None:
+                    arg_dest.copy_(arg_dests[0])
+    return out, argmax_out
+
+
+def _max_backward(
+    grad_out: Tensor, argmax: Tensor, shape: torch.Size, dtype: torch.dtype
+) -> Tensor:
+    n_img, channels, height, width = shape
+    acc_dtype = torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
+    acc = torch.zeros(n_img * height * width * channels + 1, dtype=acc_dtype, device=argmax.device)
+    # One serial pass in (region, channel, bin) order: for a single level this is roi_pool's
+    # accumulation order, so the gradient matches it bit for bit. The extra last slot takes the
+    # (zero-valued) contributions of empty bins.
+    acc.index_add_(0, argmax.reshape(-1), grad_out.reshape(-1).to(acc_dtype))
+    grad = acc[:-1].view(n_img, height, width, channels).permute(0, 3, 1, 2)
+    return grad.to(dtype)
+
+
+def _avg_backward(
+    grad_out: Tensor,
+    shape: torch.Size,
+    dtype: torch.dtype,
+    image: Tensor,
+    coords: Tensor,
+    levels: tuple[int, ...],
+    spatial_scale: float,
+    mapping: str,
+) -> Tensor:
+    n_img, channels, height, width = shape
+    device = image.device
+    table = IntegralTable.shape_only((n_img, height, width, channels))
+    acc = torch.zeros(
+        (n_img * (height + 1) * (width + 1), channels),
+        dtype=coordinate_dtype(device),
+        device=device,
+    )
+    geometry = _Geometry(image, coords, spatial_scale, mapping, height, width)
+    plan = make_plan(levels, derive=False)
+    step = _chunk_size(channels, plan)
+    for lo in range(0, image.shape[0], step):
+        hi = min(lo + step, image.shape[0])
+        for level in plan:
+            edges = geometry.bins(level.n, lo, hi)
+            corners, count = table.corner_rows(image[lo:hi], *edges)
+            for off in level.offsets:
+                grad = _output_view(grad_out[lo:hi], off, level.n, channels)
+                table.backward_corners(grad, corners, count, acc)
+    return table.input_grad(acc).permute(0, 3, 1, 2).to(dtype)
+
+
+class RoISPPFunction(torch.autograd.Function):
+    """Autograd wrapper of :func:`roi_spp_forward` (gradient w.r.t. the feature map only)."""
+
+    @staticmethod
+    def forward(
+        ctx,
+        input: Tensor,
+        image: Tensor,
+        coords: Tensor,
+        levels: tuple[int, ...],
+        spatial_scale: float,
+        mode: str,
+        mapping: str,
+    ) -> Tensor:
+        with_argmax = mode == "max" and ctx.needs_input_grad[0]
+        out, argmax = roi_spp_forward(
+            input, image, coords, levels, spatial_scale, mode, mapping, with_argmax
+        )
+        ctx.levels, ctx.spatial_scale, ctx.mode, ctx.mapping = levels, spatial_scale, mode, mapping
+        ctx.input_meta = (input.shape, input.dtype, _memory_format(input))
+        if argmax is not None:
+            ctx.save_for_backward(argmax)
+        elif mode == "avg":
+            ctx.save_for_backward(image, coords)
+        return out
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_out: Tensor):
+        shape, dtype, memory_format = ctx.input_meta
+        if ctx.mode == "max":
+            (argmax,) = ctx.saved_tensors
+            grad = _max_backward(grad_out, argmax, shape, dtype)
+        else:
+            image, coords = ctx.saved_tensors
+            grad = _avg_backward(
+                grad_out, shape, dtype, image, coords, ctx.levels, ctx.spatial_scale, ctx.mapping
+            )
+        return grad.contiguous(memory_format=memory_format), None, None, None, None, None, None
+
+
+def _memory_format(x: Tensor) -> torch.memory_format:
+    if not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last):
+        return torch.channels_last
+    return torch.contiguous_format
