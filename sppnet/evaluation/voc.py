@@ -37,7 +37,6 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from torch import Tensor
-from torchvision.ops import box_iou
 
 __all__ = [
     "METRICS",
@@ -162,41 +161,58 @@ def _check_metric(metric: str) -> None:
         raise ValueError(f"metric must be one of {METRICS}, got {metric!r}")
 
 
-def _field(item: Mapping[str, Tensor], key: str, what: str, index: int) -> Tensor:
+def _array(item: Mapping[str, Tensor], key: str, what: str, index: int, dtype) -> np.ndarray:
+    """``item[key]`` as a numpy array on the host (the per-image work is tiny: numpy does it
+    without torch's per-op overhead)."""
     if not isinstance(item, Mapping):
         raise TypeError(f"evaluate_voc: {what}[{index}] must be a dict, got {type(item).__name__}")
     if key not in item:
         raise ValueError(f"evaluate_voc: {what}[{index}] has no {key!r} (keys: {sorted(item)})")
     value = item[key]
-    if not isinstance(value, Tensor):
-        value = torch.as_tensor(value)
-    return value.detach()
+    if isinstance(value, Tensor):
+        if dtype is np.int64 and (value.is_floating_point() or value.dtype == torch.bool):
+            raise TypeError(f"evaluate_voc: {what}[{index}][{key!r}] must be integers")
+        value = value.detach().to("cpu", torch.float64 if dtype is np.float64 else None)
+        value = value.numpy()
+    return np.asarray(value).astype(dtype, copy=False)
 
 
-def _check_boxes(boxes: Tensor, what: str, index: int) -> Tensor:
+def _boxes(item: Mapping[str, Tensor], what: str, index: int) -> np.ndarray:
+    boxes = _array(item, "boxes", what, index, np.float64)
     if boxes.ndim != 2 or boxes.shape[1] != 4:
         raise ValueError(
-            f"evaluate_voc: {what}[{index}]['boxes'] must have shape [N, 4], got "
-            f"{tuple(boxes.shape)}"
+            f"evaluate_voc: {what}[{index}]['boxes'] must have shape [N, 4], got {boxes.shape}"
         )
-    return boxes.to(device="cpu", dtype=torch.float64)
+    return boxes
 
 
-def _check_labels(labels: Tensor, n: int, num_classes: int, what: str, index: int) -> Tensor:
+def _labels(item: Mapping[str, Tensor], n: int, num_classes: int, what: str, index: int):
+    labels = _array(item, "labels", what, index, np.int64)
     if labels.shape != (n,):
         raise ValueError(
-            f"evaluate_voc: {what}[{index}]['labels'] must have shape [{n}], got "
-            f"{tuple(labels.shape)}"
+            f"evaluate_voc: {what}[{index}]['labels'] must have shape [{n}], got {labels.shape}"
         )
-    if labels.is_floating_point() or labels.dtype == torch.bool:
-        raise TypeError(f"evaluate_voc: {what}[{index}]['labels'] must be integers")
-    labels = labels.to(device="cpu", dtype=torch.int64)
-    if n and (int(labels.min()) < 1 or int(labels.max()) > num_classes):
+    if n and (labels.min() < 1 or labels.max() > num_classes):
         raise ValueError(
             f"evaluate_voc: {what}[{index}]['labels'] must lie in 1..{num_classes} "
-            f"(0 is background), got values in {int(labels.min())}..{int(labels.max())}"
+            f"(0 is background), got values in {labels.min()}..{labels.max()}"
         )
     return labels
+
+
+def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """IoU of every box in ``a`` [D, 4] with every box in ``b`` [G, 4] (torchvision's box_iou,
+    in float64 numpy); 0 where the union is empty."""
+    inter_wh = np.clip(
+        np.minimum(a[:, None, 2:], b[None, :, 2:]) - np.maximum(a[:, None, :2], b[None, :, :2]),
+        0.0,
+        None,
+    )
+    inter = inter_wh[..., 0] * inter_wh[..., 1]
+    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
+    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
+    union = area_a[:, None] + area_b[None, :] - inter
+    return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
 
 
 def evaluate_voc(
@@ -247,54 +263,50 @@ def evaluate_voc(
     num_difficult = np.zeros(num_classes + 1, dtype=np.int64)
     gt_offset = 0
     for i, (pred, target) in enumerate(zip(predictions, targets, strict=True)):
-        gt_boxes = _check_boxes(_field(target, "boxes", "targets", i), "targets", i)
+        gt_boxes = _boxes(target, "targets", i)
         g = gt_boxes.shape[0]
-        gt_labels = _check_labels(
-            _field(target, "labels", "targets", i), g, num_classes, "targets", i
-        )
+        gt_labels = _labels(target, g, num_classes, "targets", i)
         if "difficult" in target:
-            difficult = _field(target, "difficult", "targets", i).to("cpu", torch.bool)
+            difficult = _array(target, "difficult", "targets", i, bool)
             if difficult.shape != (g,):
                 raise ValueError(
                     f"evaluate_voc: targets[{i}]['difficult'] must have shape [{g}], got "
-                    f"{tuple(difficult.shape)}"
+                    f"{difficult.shape}"
                 )
         else:
-            difficult = torch.zeros(g, dtype=torch.bool)
-        boxes = _check_boxes(_field(pred, "boxes", "predictions", i), "predictions", i)
+            difficult = np.zeros(g, dtype=bool)
+        boxes = _boxes(pred, "predictions", i)
         d = boxes.shape[0]
-        labels = _check_labels(
-            _field(pred, "labels", "predictions", i), d, num_classes, "predictions", i
-        )
-        scores = _field(pred, "scores", "predictions", i).to("cpu", torch.float64)
+        labels = _labels(pred, d, num_classes, "predictions", i)
+        scores = _array(pred, "scores", "predictions", i, np.float64)
         if scores.shape != (d,):
             raise ValueError(
                 f"evaluate_voc: predictions[{i}]['scores'] must have shape [{d}], got "
-                f"{tuple(scores.shape)}"
+                f"{scores.shape}"
             )
-        if not bool(torch.isfinite(scores).all()):
+        if not np.isfinite(scores).all():
             raise ValueError(f"evaluate_voc: predictions[{i}]['scores'] has NaN or infinite values")
 
-        np.add.at(num_positives, gt_labels[~difficult].numpy(), 1)
-        np.add.at(num_difficult, gt_labels[difficult].numpy(), 1)
+        np.add.at(num_positives, gt_labels[~difficult], 1)
+        np.add.at(num_difficult, gt_labels[difficult], 1)
         offset, gt_offset = gt_offset, gt_offset + g
         if d == 0:
             continue
         if g:
-            iou = box_iou(boxes, gt_boxes)
+            iou = _iou(boxes, gt_boxes)
             # A detection only looks at boxes of its own class.
             iou[labels[:, None] != gt_labels[None, :]] = -1.0
-            best_iou, best = iou.max(dim=1)  # first maximum on ties, as Matlab's max
-            matched = best_iou >= iou_threshold
-            gt_index = torch.where(matched, best + offset, -1)
+            best = iou.argmax(axis=1)  # the first maximum on ties, as Matlab's max
+            matched = iou[np.arange(d), best] >= iou_threshold
+            gt_index = np.where(matched, best + offset, -1)
             hit_difficult = matched & difficult[best]
         else:
-            gt_index = torch.full((d,), -1, dtype=torch.int64)
-            hit_difficult = torch.zeros(d, dtype=torch.bool)
-        det_labels.append(labels.numpy())
-        det_scores.append(scores.numpy())
-        det_gt.append(gt_index.numpy())
-        det_difficult.append(hit_difficult.numpy())
+            gt_index = np.full(d, -1, dtype=np.int64)
+            hit_difficult = np.zeros(d, dtype=bool)
+        det_labels.append(labels)
+        det_scores.append(scores)
+        det_gt.append(gt_index)
+        det_difficult.append(hit_difficult)
 
     if det_labels:
         all_labels = np.concatenate(det_labels)
