@@ -12,7 +12,14 @@ The caller brings a model, an optimizer, a map-style dataset and a step function
     trainer = Trainer(model, optimizer, step, dataset,
                       TrainConfig(output_dir="runs/x", batch_size=8, epochs=10, resume=True),
                       collate_fn=collate, model_config={"name": "...", ...})
-    result = trainer.fit()
+    try:
+        result = trainer.fit()
+    except TrainingInterrupted as e:      # Ctrl-C / SIGTERM: a checkpoint was saved
+        print(e, file=sys.stderr)
+        return 130
+    except NonFiniteLossError as e:       # names the step and the last good checkpoint
+        print(f"error: {e}", file=sys.stderr)
+        return 1
 
 and gets:
 
@@ -49,6 +56,9 @@ calls something else (``unwrap_model(model).training_losses(...)``, a sub-module
 and its gradients are averaged over ranks after ``backward`` instead, so either way every rank
 applies the same update. Batches are moved to the device first (tensors
 inside lists, tuples and dicts).
+
+Data that is just indices (e.g. images whose windows the step function samples itself) fits
+too: ``dataset=range(num_images)`` with ``collate_fn=list`` makes each batch a list of ints.
 """
 
 from __future__ import annotations
@@ -196,6 +206,7 @@ class FitResult:
         checkpoint: the last checkpoint written (None if none was, e.g. not rank 0).
         metrics: the last logged averages (``loss`` and the other losses), over ranks.
         resumed_from: the checkpoint the run resumed from, if any.
+        history: the log entries of this call (as written to ``log.jsonl``), on every rank.
     """
 
     step: int
@@ -203,6 +214,7 @@ class FitResult:
     checkpoint: Path | None
     metrics: dict[str, float] = field(default_factory=dict)
     resumed_from: Path | None = None
+    history: list[dict[str, Any]] = field(default_factory=list)
 
 
 def move_to_device(batch: Any, device: torch.device) -> Any:
@@ -333,6 +345,8 @@ class Trainer:
         self.rank = dist_utils.get_rank()
         self.world_size = dist_utils.get_world_size()
         self.device = torch.device(config.device) if config.device else dist_utils.process_device()
+        if self.device.type == "cuda" and self.device.index is None:
+            self.device = dist_utils.process_device()  # "cuda" means this rank's GPU
         if config.deterministic:
             os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
             torch.use_deterministic_algorithms(True)
@@ -344,6 +358,7 @@ class Trainer:
         self.last_checkpoint: Path | None = None
         self._ddp_forward_called = False
         self._warned_manual_sync = False
+        self._history: list[dict[str, Any]] = []
         self._sampler = DistributedSampler(
             dataset,  # type: ignore[arg-type]
             num_replicas=self.world_size,
@@ -532,6 +547,7 @@ class Trainer:
         atomic_write_text(self.log_path, "".join(k + "\n" for k in kept))
 
     def _write_log(self, entry: Mapping[str, Any]) -> None:
+        self._history.append(dict(entry))
         if not self.is_main_process:
             return
         with open(self.log_path, "a", encoding="utf-8") as f:
@@ -587,6 +603,7 @@ class Trainer:
             FileExistsError: ``output_dir`` holds checkpoints and ``resume`` is off.
         """
         cfg = self.config
+        self._history = []
         if self.is_main_process:
             self.output_dir.mkdir(parents=True, exist_ok=True)
             self._check_output_dir()
@@ -702,6 +719,7 @@ class Trainer:
             checkpoint=self.last_checkpoint,
             metrics=metrics,
             resumed_from=resumed_from,
+            history=self._history,
         )
 
     def _note_ddp_forward(self, module: nn.Module, args: Any) -> None:

@@ -235,3 +235,4 @@ def test_metrics_are_window_means(tmp_path):
     lines = [json.loads(x) for x in (tmp_path / "log.jsonl").read_text().splitlines()]
     assert [(x["step"], x["loss"], x["aux"]) for x in lines] == [(2, 1.5, 15.0), (4, 3.5, 35.0)]
     assert math.isclose(result.metrics["loss"], 3.5)
+    assert [(x["step"], x["loss"]) for x in result.history] == [(2, 1.5), (4, 3.5)]
