@@ -3,11 +3,13 @@
 :func:`read_image` returns ``Tensor[3, H, W] uint8`` RGB, as an image viewer displays the file:
 
 - **EXIF orientation is applied** (``apply_exif=True``), so boxes are in the coordinates of the
-  rotated image. Annotation tools (LabelImg, CVAT, Label Studio, labelme) display photos rotated
-  and so record boxes in those coordinates, and COCO's ``width``/``height`` are those of the
-  displayed image; PASCAL VOC's JPEGs carry no orientation tag, so the choice does not matter
-  there. For a dataset annotated on the raw stored pixels, pass ``apply_exif=False``; the readers
-  detect the mismatch (the annotated size is the real size transposed) and say so.
+  rotated image, as a viewer displays it. Annotation tools that display photos upright (labelme,
+  VIA, CVAT, LabelImg) record boxes in those coordinates, and detectron2's ``read_image`` applies
+  the tag too; PASCAL VOC's and COCO's images are web JPEGs whose pixels are stored upright, so
+  the choice does not matter there. For a dataset annotated on the raw stored pixels (pipelines
+  built on ``cv2.IMREAD_IGNORE_ORIENTATION`` or on Pillow without ``exif_transpose``), pass
+  ``apply_exif=False``: the readers detect the mismatch (the annotated size is the real size
+  transposed) and say so.
 - **Pixel formats** are converted to 8-bit RGB: ``1`` (bilevel) to 0/255; ``L`` replicated to
   three channels; ``LA``, ``RGBA``, ``PA`` and palette images with transparency lose their alpha
   channel (the colours are kept as stored, as ``PIL.Image.convert("RGB")`` and torchvision's
@@ -201,9 +203,16 @@ def _open(source: str | io.BytesIO, name: str, max_pixels: int) -> Iterator[Imag
             f"(2 * PIL.Image.MAX_IMAGE_PIXELS = {2 * (Image.MAX_IMAGE_PIXELS or 0)} pixels): {exc}"
         ) from exc
     except UnidentifiedImageError as exc:
+        head = _head(source)
+        sniffed = _sniff(head)
+        if sniffed is not None:
+            raise ImageReadError(
+                f"{name}: starts like a {sniffed} file but its header is corrupt or uses a "
+                "variant Pillow cannot read"
+            ) from exc
         raise ImageReadError(
             f"{name}: not an image in a supported format ({', '.join(ALLOWED_FORMATS)}); "
-            f"the data starts with {_head(source)!r}"
+            f"the data starts with {head!r}"
         ) from exc
     except Exception as exc:  # Pillow raises many types for a corrupt header
         raise ImageReadError(f"{name}: corrupt image header ({type(exc).__name__}: {exc})") from exc
@@ -227,6 +236,27 @@ def _head(source: str | io.BytesIO, n: int = 16) -> bytes:
             return f.read(n)
     except OSError:
         return b""
+
+
+_SIGNATURES = (
+    (b"\xff\xd8\xff", "JPEG"),
+    (b"\x89PNG\r\n\x1a\n", "PNG"),
+    (b"GIF87a", "GIF"),
+    (b"GIF89a", "GIF"),
+    (b"BM", "BMP"),
+    (b"II*\x00", "TIFF"),
+    (b"MM\x00*", "TIFF"),
+)
+
+
+def _sniff(head: bytes) -> str | None:
+    """The format whose magic number ``head`` starts with, for error messages."""
+    for magic, fmt in _SIGNATURES:
+        if head.startswith(magic):
+            return fmt
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "WEBP"
+    return None
 
 
 def _orientation(image: Image.Image, name: str, header_only: bool = False) -> int:

@@ -186,7 +186,7 @@ def parse_voc_xml(
             f"{where}: refused unsafe XML ({type(exc).__name__}: entity/DTD declarations are not "
             "allowed in annotation files)"
         ) from exc
-    except (OSError, ValueError) as exc:  # unreadable file, bad encoding declaration
+    except (OSError, ValueError, LookupError) as exc:  # unreadable file, unknown encoding
         raise AnnotationError(f"{where}: cannot read XML ({type(exc).__name__}: {exc})") from exc
     if root.tag != "annotation":
         raise AnnotationError(f"{where}: root element is <{root.tag}>, expected <annotation>")

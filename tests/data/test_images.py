@@ -289,3 +289,15 @@ def test_image_from_array_variants():
 def test_image_from_array_rejects(array, match):
     with pytest.raises(ImageReadError, match=match):
         image_from_array(array)
+
+
+def test_16bit_rgb_png_keeps_high_byte(tmp_path):
+    cv2 = pytest.importorskip("cv2")
+    bgr = np.zeros((2, 3, 3), np.uint16)
+    bgr[0, 0] = (0, 257 * 10, 65535)  # OpenCV writes BGR: this pixel is R=65535, G=2570, B=0
+    bgr[0, 1] = (0x1280, 0, 0)
+    path = tmp_path / "rgb16.png"
+    assert cv2.imwrite(str(path), bgr)
+    out = read_image(path)
+    assert out[:, 0, 0].tolist() == [255, 10, 0]
+    assert out[:, 0, 1].tolist() == [0, 0, 0x12]
