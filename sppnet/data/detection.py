@@ -139,7 +139,7 @@ class DetectionDataset(torch.utils.data.Dataset):
 
     def _report_skipped(self, name: str) -> None:
         if self.invalid:
-            shown = "; ".join(f"{f}: {r}" for f, r in self.invalid[:5])
+            shown = "; ".join(reason for _, reason in self.invalid[:5])
             more = f" (and {len(self.invalid) - 5} more)" if len(self.invalid) > 5 else ""
             logger.warning(
                 "%s: skipped %d invalid record(s), see .invalid: %s%s",
