@@ -32,8 +32,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 from torch import Tensor
+
+from sppnet.evaluation._inputs import check_classes, read_inputs
 
 __all__ = ["COCO_METRICS", "COCOResult", "evaluate_coco"]
 
@@ -71,50 +72,8 @@ class COCOResult:
     per_class: Mapping[str, Mapping[str, float]]
 
 
-def _tensor(item: Mapping[str, Tensor], key: str, what: str, index: int) -> Tensor:
-    if not isinstance(item, Mapping):
-        raise TypeError(f"evaluate_coco: {what}[{index}] must be a dict, got {type(item).__name__}")
-    if key not in item:
-        raise ValueError(f"evaluate_coco: {what}[{index}] has no {key!r} (keys: {sorted(item)})")
-    value = item[key]
-    return (value if isinstance(value, Tensor) else torch.as_tensor(value)).detach().cpu()
-
-
-def _boxes_labels(
-    item: Mapping[str, Tensor], num_classes: int, what: str, index: int
-) -> tuple[list[list[float]], list[int]]:
-    boxes = _tensor(item, "boxes", what, index).to(torch.float64)
-    if boxes.ndim != 2 or boxes.shape[1] != 4:
-        raise ValueError(
-            f"evaluate_coco: {what}[{index}]['boxes'] must have shape [N, 4], got "
-            f"{tuple(boxes.shape)}"
-        )
-    labels = _tensor(item, "labels", what, index)
-    if labels.shape != (boxes.shape[0],) or labels.is_floating_point():
-        raise ValueError(
-            f"evaluate_coco: {what}[{index}]['labels'] must be integers of shape "
-            f"[{boxes.shape[0]}], got {labels.dtype} {tuple(labels.shape)}"
-        )
-    labels = labels.to(torch.int64)
-    if labels.numel() and (int(labels.min()) < 1 or int(labels.max()) > num_classes):
-        raise ValueError(
-            f"evaluate_coco: {what}[{index}]['labels'] must lie in 1..{num_classes}, got "
-            f"values in {int(labels.min())}..{int(labels.max())}"
-        )
-    xywh = torch.cat([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], dim=1)
-    return xywh.tolist(), labels.tolist()
-
-
-def _flag(item: Mapping[str, Tensor], key: str, n: int, index: int) -> list[bool]:
-    if key not in item:
-        return [False] * n
-    flag = _tensor(item, key, "targets", index).to(torch.bool)
-    if flag.shape != (n,):
-        raise ValueError(
-            f"evaluate_coco: targets[{index}][{key!r}] must have shape [{n}], got "
-            f"{tuple(flag.shape)}"
-        )
-    return flag.tolist()
+def _xywh(boxes: np.ndarray) -> list[list[float]]:
+    return np.concatenate([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], axis=1).tolist()
 
 
 def _build(
@@ -125,22 +84,16 @@ def _build(
     from pycocotools.coco import COCO
 
     images, gt_anns, dt_anns = [], [], []
-    for i, (pred, target) in enumerate(zip(predictions, targets, strict=True)):
+    for i, x in enumerate(read_inputs(predictions, targets, len(classes), "evaluate_coco")):
         image = {"id": i + 1}
-        if "size" in target:
-            h, w = (int(v) for v in target["size"])
+        if "size" in targets[i]:
+            h, w = (int(v) for v in targets[i]["size"])
             image.update(height=h, width=w)
         images.append(image)
-        boxes, labels = _boxes_labels(target, len(classes), "targets", i)
-        crowd = [
-            a or b
-            for a, b in zip(
-                _flag(target, "difficult", len(boxes), i),
-                _flag(target, "iscrowd", len(boxes), i),
-                strict=True,
-            )
-        ]
-        for box, label, is_crowd in zip(boxes, labels, crowd, strict=True):
+        crowd = (x.difficult | x.iscrowd).tolist()
+        for box, label, is_crowd in zip(
+            _xywh(x.gt_boxes), x.gt_labels.tolist(), crowd, strict=True
+        ):
             gt_anns.append(
                 {
                     "id": len(gt_anns) + 1,
@@ -151,18 +104,9 @@ def _build(
                     "iscrowd": int(is_crowd),
                 }
             )
-        boxes, labels = _boxes_labels(pred, len(classes), "predictions", i)
-        scores = _tensor(pred, "scores", "predictions", i).to(torch.float64)
-        if scores.shape != (len(boxes),):
-            raise ValueError(
-                f"evaluate_coco: predictions[{i}]['scores'] must have shape [{len(boxes)}], "
-                f"got {tuple(scores.shape)}"
-            )
-        if not bool(torch.isfinite(scores).all()):
-            raise ValueError(
-                f"evaluate_coco: predictions[{i}]['scores'] has NaN or infinite values"
-            )
-        for box, label, score in zip(boxes, labels, scores.tolist(), strict=True):
+        for box, label, score in zip(
+            _xywh(x.boxes), x.labels.tolist(), x.scores.tolist(), strict=True
+        ):
             dt_anns.append(
                 {
                     "id": len(dt_anns) + 1,
@@ -208,16 +152,7 @@ def evaluate_coco(
     """
     from pycocotools.cocoeval import COCOeval
 
-    if len(predictions) != len(targets):
-        raise ValueError(
-            f"evaluate_coco: {len(predictions)} predictions but {len(targets)} targets; "
-            "give one of each per image, in the same order"
-        )
-    if isinstance(classes, int):
-        classes = tuple(str(k) for k in range(1, classes + 1))
-    classes = tuple(str(c) for c in classes)
-    if not classes:
-        raise ValueError("evaluate_coco: classes is empty")
+    classes = check_classes(classes, "evaluate_coco")
 
     with contextlib.redirect_stdout(io.StringIO()):
         coco_gt, coco_dt = _build(predictions, targets, classes)

@@ -35,8 +35,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 from torch import Tensor
+
+from sppnet.evaluation._inputs import check_classes, read_inputs
 
 __all__ = [
     "METRICS",
@@ -161,45 +162,6 @@ def _check_metric(metric: str) -> None:
         raise ValueError(f"metric must be one of {METRICS}, got {metric!r}")
 
 
-def _array(item: Mapping[str, Tensor], key: str, what: str, index: int, dtype) -> np.ndarray:
-    """``item[key]`` as a numpy array on the host (the per-image work is tiny: numpy does it
-    without torch's per-op overhead)."""
-    if not isinstance(item, Mapping):
-        raise TypeError(f"evaluate_voc: {what}[{index}] must be a dict, got {type(item).__name__}")
-    if key not in item:
-        raise ValueError(f"evaluate_voc: {what}[{index}] has no {key!r} (keys: {sorted(item)})")
-    value = item[key]
-    if isinstance(value, Tensor):
-        if dtype is np.int64 and (value.is_floating_point() or value.dtype == torch.bool):
-            raise TypeError(f"evaluate_voc: {what}[{index}][{key!r}] must be integers")
-        value = value.detach().to("cpu", torch.float64 if dtype is np.float64 else None)
-        value = value.numpy()
-    return np.asarray(value).astype(dtype, copy=False)
-
-
-def _boxes(item: Mapping[str, Tensor], what: str, index: int) -> np.ndarray:
-    boxes = _array(item, "boxes", what, index, np.float64)
-    if boxes.ndim != 2 or boxes.shape[1] != 4:
-        raise ValueError(
-            f"evaluate_voc: {what}[{index}]['boxes'] must have shape [N, 4], got {boxes.shape}"
-        )
-    return boxes
-
-
-def _labels(item: Mapping[str, Tensor], n: int, num_classes: int, what: str, index: int):
-    labels = _array(item, "labels", what, index, np.int64)
-    if labels.shape != (n,):
-        raise ValueError(
-            f"evaluate_voc: {what}[{index}]['labels'] must have shape [{n}], got {labels.shape}"
-        )
-    if n and (labels.min() < 1 or labels.max() > num_classes):
-        raise ValueError(
-            f"evaluate_voc: {what}[{index}]['labels'] must lie in 1..{num_classes} "
-            f"(0 is background), got values in {labels.min()}..{labels.max()}"
-        )
-    return labels
-
-
 def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """IoU of every box in ``a`` [D, 4] with every box in ``b`` [G, 4] (torchvision's box_iou,
     in float64 numpy); 0 where the union is empty."""
@@ -229,7 +191,8 @@ def evaluate_voc(
             xyxy pixels, ``labels`` Tensor[D] int in 1..num_classes, ``scores`` Tensor[D].
         targets: one dict per image, in the same order (the dataset's target format):
             ``boxes`` Tensor[G, 4], ``labels`` Tensor[G], and optionally ``difficult``
-            Tensor[G] bool (all False when absent).
+            Tensor[G] bool (all False when absent) and ``iscrowd`` Tensor[G] bool (a COCO crowd
+            box, ignored like a difficult one).
         classes: the class names without background (``classes[k - 1]`` for label ``k``), or
             the number of classes, which names them ``"1"``, ``"2"``, ...
         iou_threshold: a detection can match a box when their IoU is >= this (0.5 in VOC).
@@ -241,19 +204,10 @@ def evaluate_voc(
         ValueError / TypeError: mismatched lengths, missing keys, bad shapes, labels out of range,
             non-finite scores.
     """
-    if len(predictions) != len(targets):
-        raise ValueError(
-            f"evaluate_voc: {len(predictions)} predictions but {len(targets)} targets; "
-            "give one of each per image, in the same order"
-        )
     if not 0.0 < iou_threshold <= 1.0:
         raise ValueError(f"evaluate_voc: iou_threshold must be in (0, 1], got {iou_threshold}")
-    if isinstance(classes, int):
-        classes = tuple(str(k) for k in range(1, classes + 1))
-    classes = tuple(str(c) for c in classes)
+    classes = check_classes(classes, "evaluate_voc")
     num_classes = len(classes)
-    if num_classes == 0:
-        raise ValueError("evaluate_voc: classes is empty")
 
     # Per detection, over all images: label, score, and the outcome of the devkit's matching,
     # encoded as the global index of the box it takes (or -1: no box at >= iou_threshold) and
@@ -262,40 +216,18 @@ def evaluate_voc(
     num_positives = np.zeros(num_classes + 1, dtype=np.int64)
     num_difficult = np.zeros(num_classes + 1, dtype=np.int64)
     gt_offset = 0
-    for i, (pred, target) in enumerate(zip(predictions, targets, strict=True)):
-        gt_boxes = _boxes(target, "targets", i)
-        g = gt_boxes.shape[0]
-        gt_labels = _labels(target, g, num_classes, "targets", i)
-        if "difficult" in target:
-            difficult = _array(target, "difficult", "targets", i, bool)
-            if difficult.shape != (g,):
-                raise ValueError(
-                    f"evaluate_voc: targets[{i}]['difficult'] must have shape [{g}], got "
-                    f"{difficult.shape}"
-                )
-        else:
-            difficult = np.zeros(g, dtype=bool)
-        boxes = _boxes(pred, "predictions", i)
-        d = boxes.shape[0]
-        labels = _labels(pred, d, num_classes, "predictions", i)
-        scores = _array(pred, "scores", "predictions", i, np.float64)
-        if scores.shape != (d,):
-            raise ValueError(
-                f"evaluate_voc: predictions[{i}]['scores'] must have shape [{d}], got "
-                f"{scores.shape}"
-            )
-        if not np.isfinite(scores).all():
-            raise ValueError(f"evaluate_voc: predictions[{i}]['scores'] has NaN or infinite values")
-
-        np.add.at(num_positives, gt_labels[~difficult], 1)
-        np.add.at(num_difficult, gt_labels[difficult], 1)
+    for x in read_inputs(predictions, targets, num_classes, "evaluate_voc"):
+        difficult = x.difficult | x.iscrowd
+        np.add.at(num_positives, x.gt_labels[~difficult], 1)
+        np.add.at(num_difficult, x.gt_labels[difficult], 1)
+        d, g = x.boxes.shape[0], x.gt_boxes.shape[0]
         offset, gt_offset = gt_offset, gt_offset + g
         if d == 0:
             continue
         if g:
-            iou = _iou(boxes, gt_boxes)
+            iou = _iou(x.boxes, x.gt_boxes)
             # A detection only looks at boxes of its own class.
-            iou[labels[:, None] != gt_labels[None, :]] = -1.0
+            iou[x.labels[:, None] != x.gt_labels[None, :]] = -1.0
             best = iou.argmax(axis=1)  # the first maximum on ties, as Matlab's max
             matched = iou[np.arange(d), best] >= iou_threshold
             gt_index = np.where(matched, best + offset, -1)
@@ -303,8 +235,8 @@ def evaluate_voc(
         else:
             gt_index = np.full(d, -1, dtype=np.int64)
             hit_difficult = np.zeros(d, dtype=bool)
-        det_labels.append(labels)
-        det_scores.append(scores)
+        det_labels.append(x.labels)
+        det_scores.append(x.scores)
         det_gt.append(gt_index)
         det_difficult.append(hit_difficult)
 

@@ -7,6 +7,8 @@ import math
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from synthetic_detections import FAR, A, B, make_pred, make_target, random_dataset
 
 from sppnet.evaluation import average_precision, evaluate_voc
@@ -241,3 +243,46 @@ def test_matches_devkit_port_on_random_data(seed, iou_threshold):
         for metric, use_07 in (("voc07", True), ("voc10", False)):
             expected = _devkit_voc_eval(preds, targets, k, iou_threshold, use_07)
             assert c.ap[metric] == pytest.approx(expected, abs=1e-12), (k, metric)
+
+
+@given(seed=st.integers(0, 10_000), scale=st.floats(0.25, 8.0))
+@settings(max_examples=20)
+def test_invariances(seed, scale):
+    preds, targets = random_dataset(seed, num_images=6)
+    g = torch.Generator().manual_seed(seed)
+    for p in preds:  # distinct scores, so that image order cannot reorder ties
+        p["scores"] = torch.rand(p["scores"].shape, generator=g, dtype=torch.float64)
+    base = evaluate_voc(preds, targets, 3)
+    # Scaling every box leaves every IoU, hence every AP, unchanged.
+    scaled = evaluate_voc(
+        [{**p, "boxes": p["boxes"] * scale} for p in preds],
+        [{**t, "boxes": t["boxes"] * scale} for t in targets],
+        3,
+    )
+    # So does the order of the images.
+    order = torch.randperm(len(preds), generator=g).tolist()
+    shuffled = evaluate_voc([preds[i] for i in order], [targets[i] for i in order], 3)
+    # And a false positive scored below everything else: it only lowers the curve's tail.
+    extra = dict(preds[0])
+    extra["boxes"] = torch.cat([extra["boxes"], torch.tensor([[1e4, 1e4, 1e4 + 5, 1e4 + 5]])])
+    extra["labels"] = torch.cat([extra["labels"], torch.tensor([1])])
+    extra["scores"] = torch.cat([extra["scores"], torch.tensor([-1.0], dtype=torch.float64)])
+    with_fp = evaluate_voc([extra, *preds[1:]], targets, 3)
+    for metric in ("voc07", "voc10"):
+        expected = base.ap(metric)
+        for other in (scaled, shuffled, with_fp):
+            got = other.ap(metric)
+            for name, value in expected.items():
+                if math.isnan(value):
+                    assert math.isnan(got[name])
+                else:
+                    assert 0.0 <= value <= 1.0
+                    assert got[name] == pytest.approx(value, abs=1e-12), (metric, name)
+
+
+def test_iscrowd_is_ignored_like_difficult():
+    # A COCO crowd box, evaluated with the VOC metric, is ignored like a difficult one.
+    target = {**make_target([A, B], [1, 1]), "iscrowd": torch.tensor([False, True])}
+    preds = [make_pred([B, FAR, A], [1, 1, 1], [0.9, 0.85, 0.8])]
+    c = evaluate_voc(preds, [target], 1).per_class[0]
+    assert c.num_positives == 1 and c.num_ignored == 1 and c.ap["voc10"] == pytest.approx(0.5)
