@@ -20,6 +20,9 @@ Matching follows the devkit's ``VOCevaldet.m`` exactly:
   devkit does not fall back to the next-best free box, and neither does this code;
 - recall is divided by the number of non-difficult ground-truth boxes of the class.
 
+A target may also flag boxes ``iscrowd`` (COCO's crowd regions): they are ignored exactly like
+difficult ones.
+
 Boxes follow the project's contract: xyxy, 0-based, ``x2``/``y2`` exclusive, so a box's width is
 ``x2 - x1``. That is the devkit's ``x2 - x1 + 1`` on its 1-based inclusive coordinates, hence the
 IoUs, and the APs, are the devkit's to float precision.
@@ -49,8 +52,6 @@ __all__ = [
 
 #: The AP metrics :func:`evaluate_voc` computes, in the order the report lists them.
 METRICS: tuple[str, ...] = ("voc07", "voc10")
-
-_EPS = np.finfo(np.float64).eps
 
 
 def average_precision(recall: np.ndarray, precision: np.ndarray, metric: str = "voc10") -> float:
@@ -268,7 +269,7 @@ def evaluate_voc(
         scores = all_scores[order][keep]
         npos = int(num_positives[k])
         ctp = np.cumsum(tp, dtype=np.float64)
-        precision = ctp / np.maximum(np.arange(1, tp.size + 1, dtype=np.float64), _EPS)
+        precision = ctp / np.arange(1, tp.size + 1, dtype=np.float64)
         if npos > 0:
             recall = ctp / npos
             ap = {m: average_precision(recall, precision, m) for m in METRICS}
