@@ -65,7 +65,8 @@ class VOCDetection(DetectionDataset):
             equals the annotated size (cheap: no pixel is decoded).
         apply_exif: see :func:`sppnet.data.images.read_image`.
         box_tolerance: pixels a box may stick out of its image before it is an error; within
-            it the box is clipped. The default 1 accepts VOC's few ``xmin = 0`` boxes.
+            it the box is clipped. The default 1 accepts the ``xmin = 0`` written by tools that
+            count VOC pixels from 0.
         max_pixels: see :func:`sppnet.data.images.read_image`.
 
     Attributes:
