@@ -27,6 +27,7 @@ Nothing is unpickled: training state is encoded as JSON plus a safetensors file 
 from __future__ import annotations
 
 import datetime as _dt
+import errno
 import hashlib
 import json
 import math
@@ -34,6 +35,7 @@ import os
 import re
 import shutil
 import tempfile
+import time
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -274,18 +276,37 @@ def _write_json_plain(path: Path, obj: Any) -> None:
     path.write_text(json.dumps(obj, indent=2, allow_nan=False) + "\n", encoding="utf-8")
 
 
+def _replace_problem(path: Path, looks: int = 3) -> str | None:
+    """Why ``path`` must not be replaced by a checkpoint (a file, a foreign directory), or None.
+
+    Another process may be swapping a checkpoint in at ``path`` right now (it then briefly does
+    not exist), so a verdict counts only if it holds on ``looks`` consecutive looks.
+    """
+    problem = None
+    for _ in range(looks):
+        try:
+            if not path.is_dir():
+                problem = "it is not a directory" if path.exists() else None
+            elif (path / MANIFEST_FILE).is_file() or not any(path.iterdir()):
+                problem = None
+            else:
+                problem = f"it is a non-empty directory without {MANIFEST_FILE}, not a checkpoint"
+        except (FileNotFoundError, NotADirectoryError):
+            problem = None
+        if problem is None:
+            return None
+        time.sleep(0.01)
+    return problem
+
+
 def _commit_directory(
     path: Path, files: dict[str, Any], *, kind: str, step: int | None, extra: dict[str, Any]
 ) -> Path:
     """Write ``files`` (name -> text or tensors) into a staging dir, then rename it to ``path``."""
     path = Path(path)
-    if path.exists() and not path.is_dir():
-        raise CheckpointError(f"checkpoint path {str(path)!r} exists and is not a directory")
-    if path.is_dir() and any(path.iterdir()) and not (path / MANIFEST_FILE).is_file():
-        raise CheckpointError(
-            f"refusing to replace {str(path)!r}: it is a non-empty directory that is not an "
-            f"sppnet checkpoint (no {MANIFEST_FILE}); choose a new path"
-        )
+    problem = _replace_problem(path)
+    if problem:
+        raise CheckpointError(f"refusing to replace {str(path)!r}: {problem}; choose a new path")
     parent = path.parent
     parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=parent))
@@ -317,18 +338,43 @@ def _commit_directory(
         }
         atomic_write_json(staging / MANIFEST_FILE, manifest)
         fsync_directory(staging)
-        if path.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".old", dir=parent))
-            os.replace(path, old)
-            os.replace(staging, path)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(staging, path)
+        _swap_in(staging, path)
         fsync_directory(parent)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return path
+
+
+def _swap_in(staging: Path, path: Path, attempts: int = 20) -> None:
+    """Rename ``staging`` to ``path``, moving an existing ``path`` aside first.
+
+    Tolerates other processes doing the same at the same time (e.g. every rank of a distributed
+    job saving the same model): a rename that loses a race is retried, and the last writer wins.
+    """
+    parent = path.parent
+    for _ in range(attempts):
+        old = None
+        try:
+            if path.exists():
+                old = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".old", dir=parent))
+                os.replace(path, old)
+            os.replace(staging, path)
+            return
+        except OSError as e:
+            # FileNotFoundError: someone moved `path` away first; ENOTEMPTY/EEXIST: someone put
+            # a new `path` in place between our two renames. Either way, try again.
+            if not isinstance(e, FileNotFoundError) and e.errno not in (
+                errno.ENOTEMPTY,
+                errno.EEXIST,
+            ):
+                raise
+        finally:
+            if old is not None:
+                shutil.rmtree(old, ignore_errors=True)
+    raise CheckpointError(
+        f"could not replace {str(path)!r}: other processes kept replacing it ({attempts} tries)"
+    )
 
 
 def save_model(

@@ -1,6 +1,7 @@
 import json
 import math
 import random
+import threading
 
 import numpy as np
 import pytest
@@ -301,3 +302,27 @@ def test_failed_save_leaves_no_staging_dir(tmp_path):
             step=0,
         )
     assert list(tmp_path.iterdir()) == []
+
+
+def test_concurrent_saves_to_one_path_all_succeed(tmp_path):
+    """E.g. every rank of a distributed job saving the final model: the last writer wins."""
+    target = tmp_path / "model"
+    errors = []
+
+    def writer(k):
+        try:
+            for i in range(5):
+                save_model(target, {"w": torch.full((256,), float(k * 10 + i))}, {"k": k})
+        except Exception as e:
+            errors.append(e)
+
+    threads = [threading.Thread(target=writer, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    sd, cfg = load_model(target)
+    assert torch.equal(sd["w"], torch.full((256,), sd["w"][0].item()))
+    assert sd["w"][0].item() == cfg["k"] * 10 + 4  # one writer's last save, whole
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]
