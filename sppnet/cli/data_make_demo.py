@@ -6,6 +6,7 @@
      "images": {"train", "val", "test", "trainval": int},
      "objects": {"train", "val", "test": int},     # digit boxes per split
      "seconds": float,                              # wall time of the build
+     "reused": bool,                                # --reuse found it already built
      "config": {...}}                               # sppnet.data.demo.DemoConfig fields
 """
 
@@ -54,6 +55,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--jpeg-quality", type=int, default=d.jpeg_quality)
     parser.add_argument("--overwrite", action="store_true", help="replace an existing OUT")
+    parser.add_argument(
+        "--reuse",
+        action="store_true",
+        help="keep an existing OUT built with the same parameters (error if it differs)",
+    )
     parser.add_argument("--json", type=Path, metavar="PATH", help="write the summary here")
 
 
@@ -72,12 +78,13 @@ def run(args: argparse.Namespace) -> int:
             digits_per_image=tuple(args.digits),
             jpeg_quality=args.jpeg_quality,
         )
-        summary = make_demo_dataset(args.out, config, overwrite=args.overwrite)
+        summary = make_demo_dataset(args.out, config, overwrite=args.overwrite, reuse=args.reuse)
     except (ValueError, FileExistsError) as exc:
         print(f"sppnet data make-demo: error: {exc}")
         return 2
     images, objects = summary["images"], summary["objects"]
-    print(f"demo dataset in {summary['root']} ({summary['seconds']:.1f} s)")
+    how = "reused, same parameters" if summary["reused"] else f"{summary['seconds']:.1f} s"
+    print(f"demo dataset in {summary['root']} ({how})")
     print(f"{'split':<6} {'images':>7} {'digits':>7}")
     for split in ("train", "val", "test"):
         print(f"{split:<6} {images[split]:>7} {objects[split]:>7}")

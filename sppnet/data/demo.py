@@ -101,6 +101,7 @@ def make_demo_dataset(
     config: DemoConfig | None = None,
     *,
     overwrite: bool = False,
+    reuse: bool = False,
     **overrides,
 ) -> dict:
     """Build the demo dataset into the folder ``out`` (see the module docstring).
@@ -110,18 +111,22 @@ def make_demo_dataset(
         config: the parameters; keyword ``overrides`` replace single fields
             (``make_demo_dataset(out, num_train=20, seed=3)``).
         overwrite: replace an existing ``out`` (otherwise it is an error).
+        reuse: if ``out`` holds a complete demo dataset built with the same parameters, keep it
+            (``reused`` is then true in the summary); a different or incomplete one is an error.
 
     Returns:
-        A summary: ``root``, ``images`` and ``objects`` per split, ``seconds``.
+        A summary: ``root``, ``images`` and ``objects`` per split, ``seconds``, ``reused``.
 
     Raises:
-        FileExistsError: ``out`` exists and ``overwrite`` is false.
+        FileExistsError: ``out`` exists and neither ``overwrite`` nor a valid ``reuse`` applies.
     """
     config = DemoConfig(**{**asdict(config or DemoConfig()), **overrides})
     out = Path(out)
+    start = time.perf_counter()
+    if out.exists() and reuse and not overwrite:
+        return {**_existing_summary(out, config), "seconds": time.perf_counter() - start}
     if out.exists() and not overwrite:
         raise FileExistsError(f"{out} exists; pass overwrite=True (--overwrite) to replace it")
-    start = time.perf_counter()
     mnist_images, mnist_labels = (t.numpy() for t in load_mnist_5k())
     pools = _digit_pools(mnist_labels.astype(np.int64), config)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -169,6 +174,47 @@ def make_demo_dataset(
         "images": summary_images,
         "objects": objects,
         "seconds": time.perf_counter() - start,
+        "reused": False,
+    }
+
+
+def _existing_summary(out: Path, config: DemoConfig) -> dict:
+    """The summary of the demo dataset already in ``out``, if it was built with ``config``."""
+    try:
+        manifest = json.loads((out / "demo.json").read_text(encoding="utf-8"))
+        built = DemoConfig(
+            **{k: tuple(v) if isinstance(v, list) else v for k, v in manifest["config"].items()}
+        )
+        images = manifest["images"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise FileExistsError(
+            f"{out} exists but is not a demo dataset ({exc}); use overwrite=True (--overwrite)"
+        ) from exc
+    if built != config:
+        raise FileExistsError(
+            f"{out} holds a demo dataset built with other parameters ({asdict(built)}); "
+            "use overwrite=True (--overwrite)"
+        )
+    missing = [
+        path
+        for record in images
+        for path in (
+            out / "JPEGImages" / f"{record['image_id']}.jpg",
+            out / "Annotations" / f"{record['image_id']}.xml",
+        )
+        if not path.is_file()
+    ]
+    if missing:
+        raise FileExistsError(
+            f"{out} is incomplete ({len(missing)} files missing, e.g. {missing[0]}); "
+            "use overwrite=True (--overwrite)"
+        )
+    counts = {s: sum(1 for r in images if r["split"] == s) for s in _SPLITS}
+    return {
+        "root": str(out),
+        "images": {**counts, "trainval": counts["train"] + counts["val"]},
+        "objects": {s: sum(len(r["objects"]) for r in images if r["split"] == s) for s in _SPLITS},
+        "reused": True,
     }
 
 

@@ -130,6 +130,24 @@ def test_refuses_existing_and_overwrites(tmp_path):
         make_demo_dataset(out, num_train=1, num_val=0, num_test=1)
     summary = make_demo_dataset(out, num_train=2, num_val=0, num_test=0, overwrite=True)
     assert summary["images"]["train"] == 2 and not (out / "JPEGImages" / "000003.jpg").exists()
+    assert summary["reused"] is False
+
+
+def test_reuse_only_a_complete_set_with_the_same_parameters(tmp_path):
+    out = tmp_path / "d"
+    built = make_demo_dataset(out, num_train=2, num_val=1, num_test=1)
+    before = _files(out)
+    again = make_demo_dataset(out, num_train=2, num_val=1, num_test=1, reuse=True)
+    assert again["reused"] is True and _files(out) == before
+    assert again["images"] == built["images"] and again["objects"] == built["objects"]
+    with pytest.raises(FileExistsError, match="other parameters"):
+        make_demo_dataset(out, num_train=3, num_val=1, num_test=1, reuse=True)
+    (out / "JPEGImages" / "000002.jpg").unlink()
+    with pytest.raises(FileExistsError, match="incomplete"):
+        make_demo_dataset(out, num_train=2, num_val=1, num_test=1, reuse=True)
+    (out / "demo.json").write_text("{")
+    with pytest.raises(FileExistsError, match="not a demo dataset"):
+        make_demo_dataset(out, num_train=2, num_val=1, num_test=1, reuse=True)
 
 
 @pytest.mark.parametrize(
@@ -152,7 +170,9 @@ def test_cli(tmp_path, capsys):
     assert cli_main([*argv, "--json", str(report)]) == 0
     data = json.loads(report.read_text())
     assert data["images"] == {"train": 2, "val": 1, "test": 1, "trainval": 3}
-    assert set(data) == {"root", "images", "objects", "seconds", "config"}
+    assert set(data) == {"root", "images", "objects", "seconds", "reused", "config"}
     assert "train" in capsys.readouterr().out
     assert cli_main(argv) == 2  # exists
     assert "exists" in capsys.readouterr().out
+    assert cli_main([*argv, "--reuse"]) == 0
+    assert "reused" in capsys.readouterr().out
