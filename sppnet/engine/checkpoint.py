@@ -290,7 +290,9 @@ def _replace_problem(path: Path, looks: int = 3) -> str | None:
             elif (path / MANIFEST_FILE).is_file() or not any(path.iterdir()):
                 problem = None
             else:
-                problem = f"it is a non-empty directory without {MANIFEST_FILE}, not a checkpoint"
+                problem = (
+                    f"it is a non-empty directory without {MANIFEST_FILE}: not an sppnet checkpoint"
+                )
         except (FileNotFoundError, NotADirectoryError):
             problem = None
         if problem is None:
