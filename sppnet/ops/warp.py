@@ -84,6 +84,14 @@ def _rois(images: Tensor, boxes: Tensor | Sequence[Tensor]) -> Tensor:
                 )
             return torch.cat((boxes.new_zeros(boxes.shape[0], 1), boxes), dim=1)
         if boxes.ndim == 2 and boxes.shape[1] == 5:
+            index = boxes[:, 0]
+            # roi_align would read outside the batch for a bad index instead of failing.
+            if boxes.shape[0] and not bool(
+                ((index >= 0) & (index < n) & (index == index.round())).all()
+            ):
+                raise ValueError(
+                    f"crop_and_warp: column 0 of [K, 5] boxes must hold image indices in 0..{n - 1}"
+                )
             return boxes
         raise ValueError(
             f"crop_and_warp: boxes must have shape [K, 4] or [K, 5], got {tuple(boxes.shape)}"

@@ -141,3 +141,5 @@ def test_bad_input(photo):
         crop_and_warp(photo, box, fill=[0.0, 0.0])
     with pytest.raises(ValueError, match="shape"):
         crop_and_warp(photo, torch.zeros(2, 3))
+    with pytest.raises(ValueError, match=r"image indices in 0\.\.0"):
+        crop_and_warp(photo, torch.tensor([[1.0, 0.0, 0.0, 10.0, 10.0]]))
