@@ -26,8 +26,6 @@ from collections.abc import Mapping
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from pycocotools.coco import COCO
-
 from sppnet.data.detection import DetectionDataset
 from sppnet.data.errors import AnnotationError, ImageReadError
 from sppnet.data.images import DEFAULT_MAX_PIXELS
@@ -131,6 +129,8 @@ class COCODetection(DetectionDataset):
         for key in ("info", "licenses"):
             if key in data:
                 index[key] = data[key]
+        from pycocotools.coco import COCO  # imported here: it pulls in matplotlib (~1 s)
+
         self.coco = COCO()
         self.coco.dataset = index
         with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress
