@@ -180,3 +180,20 @@ def test_parse_voc_xml_direct(tmp_path):
     filename, size, target = parse_voc_xml(path, CLASSES)
     assert filename == "z.jpg" and size == (5, 6) and target["image_id"] == "z"
     assert target["boxes"].tolist() == [[1.0, 1.0, 6.0, 5.0]] and target["labels"].tolist() == [2]
+
+
+def test_exif_rotated_photo_boxes_follow_the_displayed_image(make_voc):
+    from PIL import Image
+
+    # Stored 40 wide x 20 high with orientation 6: displayed 20 wide x 40 high. The annotation
+    # (made on the displayed image) has a box 15 px wide, which only fits the displayed width.
+    root = make_voc([("p", (40, 20), [("cat", 1, 1, 15, 35)])])
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.new("RGB", (40, 20), (9, 9, 9)).save(root / "JPEGImages" / "p.jpg", exif=exif.tobytes())
+    ds = VOCDetection(root, "train", CLASSES)
+    image, target = ds[0]
+    assert image.shape == (3, 40, 20) and target["size"] == (40, 20)
+    assert target["boxes"].tolist() == [[0.0, 0.0, 15.0, 35.0]]
+    with pytest.raises(AnnotationError, match="pass apply_exif=True"):
+        VOCDetection(root, "train", CLASSES, apply_exif=False)
