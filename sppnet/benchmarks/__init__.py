@@ -1,0 +1,5 @@
+"""Benchmarks that print tables (not tests): each returns its figures as a JSON-ready dict.
+
+- :mod:`sppnet.benchmarks.detect`: SPP-net vs R-CNN detection speed, and the detector's latency
+  beside torchvision's Faster R-CNN models (``sppnet bench detect``).
+"""
