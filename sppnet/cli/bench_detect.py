@@ -1,0 +1,168 @@
+"""``sppnet bench detect``: SPP-net vs R-CNN speed, and latency beside torchvision's Faster R-CNN.
+
+Prints two tables measured side by side in one process (see :mod:`sppnet.benchmarks.detect` and
+docs/speed.md): the speed table (conv, pooling + fc, total per image at 2,000 windows, for R-CNN,
+SPP 1 scale and SPP 5 scales, and the ratios) and the latency table (seconds per 500 x 375 image,
+proposals excluded, beside ``fasterrcnn_mobilenet_v3_large_fpn`` and ``fasterrcnn_resnet50_fpn``).
+
+With ``--weights`` (a trained detector) the latency table's small-network rows use it, and with
+``--data`` as well each of those rows also gets the VOC07 mAP it reaches on that dataset's split.
+
+``--json PATH`` writes every figure with the keys documented in docs/speed.md. ``--quick`` runs a
+sub-minute version (small image, 200 windows, small fc layers) to check that everything runs.
+
+On a shared machine run it with ``OMP_WAIT_POLICY=PASSIVE``: with OpenMP's default busy-waiting,
+two threads that lose their core to another process slow down several-fold.
+
+Examples::
+
+    OMP_WAIT_POLICY=PASSIVE sppnet bench detect --json runs/bench_detect.json
+    sppnet bench detect --weights runs/demo/model --data runs/demo/data --tables latency
+    sppnet bench detect --quick
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+COMMAND = ("bench", "detect")
+HELP = (
+    "SPP-net vs R-CNN detection speed (conv, pool+fc, total; 1 and 5 scales) and latency beside "
+    "torchvision's Faster R-CNN, measured side by side"
+)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--quick", action="store_true", help="a sub-minute smoke version")
+    parser.add_argument(
+        "--tables",
+        nargs="+",
+        choices=("speed", "latency"),
+        default=("speed", "latency"),
+        help="which tables to measure (both)",
+    )
+    parser.add_argument("--windows", type=int, help="windows per image (2000)")
+    parser.add_argument(
+        "--rcnn-windows",
+        type=int,
+        nargs=2,
+        metavar=("SMALL", "LARGE"),
+        help="the two subset sizes R-CNN's conv stage is timed on (64 128)",
+    )
+    parser.add_argument("--repeats", type=int, help="timed runs per figure; the median (3)")
+    parser.add_argument("--threads", type=int, help="torch threads (default: torch's)")
+    parser.add_argument(
+        "--no-torchvision", action="store_true", help="leave torchvision's models out"
+    )
+    parser.add_argument("--weights", help="a trained detector (folder) for the latency rows")
+    parser.add_argument("--data", help="VOC-layout dataset: also report each variant's mAP")
+    parser.add_argument("--split", default="test", help="split for the mAP (test)")
+    parser.add_argument("--proposals", help="proposal cache folder (default: DATA/proposals)")
+    parser.add_argument("--json", metavar="PATH", help="write the figures here (docs/speed.md)")
+
+
+def _log(message: str) -> None:
+    print(f"[bench detect] {message}", file=sys.stderr, flush=True)
+
+
+def _load_data(args: argparse.Namespace, detector: Any) -> tuple[Any, list[str]]:
+    from sppnet.cli.train import fill_proposals, proposal_cache, read_classes
+    from sppnet.data.voc import VOCDetection
+    from sppnet.engine.detection import DetectionSet
+    from sppnet.proposals import ProposalCache
+
+    root = Path(args.data)
+    classes = read_classes(root, detector.config.class_names)
+    dataset = VOCDetection(root, args.split, classes)
+    proposals_dir = Path(args.proposals) if args.proposals else root / "proposals"
+    if (proposals_dir / "proposals.json").is_file():
+        cache = ProposalCache.from_directory(proposals_dir)
+    else:
+        cache = proposal_cache(proposals_dir, None)
+    fill_proposals(cache, root, [args.split], None, progress=False)
+    return DetectionSet(dataset, cache, None, keep_images=True), classes
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from sppnet.benchmarks.detect import (
+        QUICK,
+        BenchSettings,
+        evaluate_variants,
+        format_report,
+        run_benchmark,
+    )
+    from sppnet.utils.atomic import atomic_write_json
+
+    if args.data and not args.weights:
+        print("sppnet bench detect: --data needs --weights (a trained detector)", file=sys.stderr)
+        return 2
+    settings = QUICK if args.quick else BenchSettings()
+    changes: dict[str, Any] = {}
+    if args.windows is not None:
+        if args.windows < 1:
+            print("sppnet bench detect: --windows must be >= 1", file=sys.stderr)
+            return 2
+        changes["windows"] = args.windows
+        changes["demo_variants"] = tuple(
+            type(v)(v.name, v.svd_ranks, min(v.windows, args.windows))
+            for v in settings.demo_variants
+        )
+    if args.rcnn_windows is not None:
+        small, large = args.rcnn_windows
+        if not 1 <= small < large:
+            print("sppnet bench detect: --rcnn-windows needs 1 <= SMALL < LARGE", file=sys.stderr)
+            return 2
+        changes["rcnn_windows"] = (small, large)
+    if args.repeats is not None:
+        if args.repeats < 1:
+            print("sppnet bench detect: --repeats must be >= 1", file=sys.stderr)
+            return 2
+        changes["repeats"] = args.repeats
+    if args.no_torchvision:
+        changes["torchvision"] = ()
+    if changes:
+        from dataclasses import replace
+
+        settings = replace(settings, **changes)
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+
+    detector = None
+    if args.weights:
+        from sppnet.engine.checkpoint import CheckpointError
+        from sppnet.models.detector import SPPNetDetector
+
+        try:
+            detector = SPPNetDetector.from_pretrained(args.weights).eval()
+        except (CheckpointError, ValueError, FileNotFoundError) as err:
+            print(f"sppnet bench detect: {err}", file=sys.stderr)
+            return 2
+
+    result = run_benchmark(settings, detector=detector, tables=args.tables, log=_log)
+
+    if args.data and result["latency"] is not None:
+        try:
+            data, classes = _load_data(args, detector)
+        except (ValueError, FileNotFoundError, RuntimeError) as err:
+            print(f"sppnet bench detect: {err}", file=sys.stderr)
+            return 2
+        _log(f"mAP of {len(settings.demo_variants)} variants on {len(data)} images ...")
+        maps = evaluate_variants(detector, data, classes, settings.demo_variants, log=_log)
+        result["map"] = {"data": str(args.data), "split": args.split, "variants": maps}
+        by_name = {m["name"]: m for m in maps}
+        for row in result["latency"]["rows"]:
+            if row["name"] in by_name:
+                row["map_voc07"] = by_name[row["name"]]["map_voc07"]
+    else:
+        result["map"] = None
+
+    print(format_report(result))
+    if args.json:
+        atomic_write_json(args.json, result)
+        _log(f"wrote {args.json}")
+    return 0
