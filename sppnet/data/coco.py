@@ -154,6 +154,9 @@ class COCODetection(DetectionDataset):
             iscrowd = ann.get("iscrowd", 0)
             if iscrowd not in (0, 1) or isinstance(iscrowd, float):
                 raise AnnotationError(f"{at}: iscrowd must be 0 or 1, got {iscrowd!r}")
+            area = ann.get("area", 0.0)
+            if not _is_number(area) or area < 0:
+                raise AnnotationError(f"{at}: area must be a non-negative number, got {area!r}")
             at = f"{at}, class {self.classes[label_of[category] - 1]!r}"
             boxes.append(check_box(coco_to_xyxy(*bbox), size, at, tolerance=self.box_tolerance))
             labels.append(label_of[category])

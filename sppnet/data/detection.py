@@ -54,8 +54,14 @@ class DetectionDataset(torch.utils.data.Dataset):
     ) -> None:
         if on_invalid not in ON_INVALID:
             raise ValueError(f"on_invalid must be one of {ON_INVALID}, got {on_invalid!r}")
-        if len(set(classes)) != len(classes) or not classes:
-            raise ValueError(f"classes must be a non-empty list of distinct names, got {classes}")
+        if (
+            not classes
+            or len(set(classes)) != len(classes)
+            or not all(isinstance(c, str) and c for c in classes)
+        ):
+            raise ValueError(
+                f"classes must be a non-empty list of distinct non-empty names, got {classes}"
+            )
         self.classes: list[str] = list(classes)
         self.on_invalid = on_invalid
         self.verify_images = verify_images

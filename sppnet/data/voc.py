@@ -85,6 +85,8 @@ class VOCDetection(DetectionDataset):
         box_tolerance: float = 1.0,
         max_pixels: int = DEFAULT_MAX_PIXELS,
     ) -> None:
+        if isinstance(classes, str):
+            raise TypeError(f"classes must be a sequence of names, not the string {classes!r}")
         super().__init__(
             list(classes),
             on_invalid=on_invalid,

@@ -96,6 +96,7 @@ def test_structural_errors_always_raise(make_coco, raw, match):
         ([_image(2)], [_ann(8, 2, 7, [0, 0, 1, 1], iscrowd=2)], "iscrowd must be 0 or 1"),
         ([_image(2)], [_ann(8, 2, 7, [0, 0, 1, 1], iscrowd="1")], "iscrowd must be 0 or 1"),
         ([_image(2)], [_ann(8, 44, 7, [0, 0, 1, 1])], "image_id 44 is not an image"),
+        ([_image(2)], [_ann(8, 2, 7, [0, 0, 1, 1], area="big")], "area must be"),
         ([_image(2)], ["not an object"], "expected an object"),
     ],
 )

@@ -172,6 +172,10 @@ def test_options_validated(make_voc):
         VOCDetection(root, "train", CLASSES, on_invalid="ignore")
     with pytest.raises(ValueError, match="distinct"):
         VOCDetection(root, "train", ["cat", "cat"])
+    with pytest.raises(ValueError, match="distinct non-empty"):
+        VOCDetection(root, "train", ["cat", ""])
+    with pytest.raises(TypeError, match="not the string 'cat'"):
+        VOCDetection(root, "train", "cat")
 
 
 def test_parse_voc_xml_direct(tmp_path):
