@@ -455,21 +455,19 @@ class Trainer:
     def save(self) -> Path | None:
         """Write a checkpoint of the current step (rank 0; all ranks must call it).
 
-        Returns the checkpoint path on rank 0, None elsewhere. A checkpoint that already exists
-        for this step and is complete is kept as is.
+        Returns the checkpoint path on rank 0, None elsewhere.
         """
         state = self._trainer_state()  # collective: every rank takes part
         path = checkpoint_path(self.checkpoint_dir, self.step)
         if self.is_main_process:
-            if not (path / "manifest.json").is_file():
-                save_checkpoint(
-                    path,
-                    model_state=self._model.state_dict(),
-                    config=self.model_config,
-                    state=state,
-                    step=self.step,
-                )
-                prune_checkpoints(self.checkpoint_dir, self.config.keep_last)
+            save_checkpoint(
+                path,
+                model_state=self._model.state_dict(),
+                config=self.model_config,
+                state=state,
+                step=self.step,
+            )
+            prune_checkpoints(self.checkpoint_dir, self.config.keep_last)
             self.last_checkpoint = path
         dist_utils.barrier()
         return self.last_checkpoint
@@ -482,6 +480,9 @@ class Trainer:
                 f"ranks disagree on the checkpoint to resume from: {found}; the output directory "
                 "must be on storage shared by all nodes (see docs/distributed.md)"
             )
+        if self.is_main_process:
+            self._set_aside_invalid(path)
+        dist_utils.barrier()
         if path is None:
             return None
         ckpt = load_checkpoint(path, map_location=self.device)
@@ -525,6 +526,18 @@ class Trainer:
             )
         self.last_checkpoint = path
         return path
+
+    def _set_aside_invalid(self, resumed: Path | None) -> None:
+        """Rename the checkpoints newer than ``resumed`` (which failed verification) to
+        ``step-N.invalid``: kept for inspection, out of the way of the steps about to be redone."""
+        newest_valid = -1 if resumed is None else int(resumed.name.split("-")[1])
+        for step, p in list_checkpoints(self.checkpoint_dir):
+            if step > newest_valid:
+                target = p.with_name(f"{p.name}.invalid")
+                if target.exists():
+                    shutil.rmtree(target)
+                os.replace(p, target)
+                self._log(f"set aside unusable checkpoint {p.name} as {target.name}")
 
     # ------------------------------------------------------------------ logging
 

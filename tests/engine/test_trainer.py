@@ -95,6 +95,9 @@ def test_resume_skips_a_corrupt_latest_checkpoint(tmp_path):
     with pytest.warns(CheckpointWarning, match=r"step-000000010.*truncated"):
         assert run(tmp_path / "b", "--max-steps", 12, "--resume") == 0
     assert_same_weights(final_state(tmp_path / "a")[1], final_state(tmp_path / "b")[1])
+    # The damaged one is set aside (not deleted, not mistaken for step 10 of the new run).
+    assert (tmp_path / "b" / "checkpoints" / "step-000000010.invalid").is_dir()
+    assert [s for s, _ in list_checkpoints(tmp_path / "b" / "checkpoints")] == [9, 12]
 
 
 def test_nonfinite_loss_names_step_and_last_checkpoint(tmp_path, capsys):
