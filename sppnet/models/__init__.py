@@ -2,7 +2,12 @@
 docs/architecture.md."""
 
 from sppnet.models.backbones import Backbone, create_backbone, list_backbones
-from sppnet.models.classifier import FixedInputClassifier, SPPNetClassifier, build_classifier
+from sppnet.models.classifier import (
+    FixedInputClassifier,
+    SPPNetClassifier,
+    build_classifier,
+    imagenet_classes,
+)
 from sppnet.models.detector import SPPNetDetector
 from sppnet.models.weights import WeightsError, WeightsNotFoundError
 
@@ -15,5 +20,6 @@ __all__ = [
     "WeightsNotFoundError",
     "build_classifier",
     "create_backbone",
+    "imagenet_classes",
     "list_backbones",
 ]

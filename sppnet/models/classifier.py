@@ -12,6 +12,8 @@ flattened, as a fixed-input network requires.
 
 from __future__ import annotations
 
+import functools
+import importlib.resources
 from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any
@@ -23,10 +25,29 @@ from torch import Tensor, nn
 from sppnet.models.backbones import Backbone, create_backbone
 from sppnet.ops import SpatialPyramidPooling
 
-__all__ = ["FixedInputClassifier", "SPPNetClassifier", "build_classifier"]
+__all__ = ["FixedInputClassifier", "SPPNetClassifier", "build_classifier", "imagenet_classes"]
 
 Images = Tensor | Sequence[Tensor]
 Features = Tensor | list[Tensor]
+
+
+@functools.cache
+def _imagenet_classes() -> tuple[str, ...]:
+    text = (
+        importlib.resources.files("sppnet.models")
+        .joinpath("imagenet_classes.txt")
+        .read_text(encoding="utf-8")
+    )
+    names = tuple(line for line in text.splitlines() if line)
+    if len(names) != 1000:
+        raise RuntimeError(f"imagenet_classes.txt holds {len(names)} names, expected 1000")
+    return names
+
+
+def imagenet_classes() -> list[str]:
+    """The 1,000 ImageNet-1k class names in torchvision's index order (bundled with sppnet,
+    taken from torchvision's weights metadata)."""
+    return list(_imagenet_classes())
 
 
 def _fc_block(in_features: int, fc_dims: Sequence[int], dropout: float) -> tuple[nn.Module, int]:
