@@ -12,7 +12,8 @@ Under ``torchrun`` each rank takes the images ``rank::world_size`` (see docs/pro
      "status": {"hit", "missing", "stale", "corrupt", "failed": int},
      "failed": [{"image_id", "error"}],
      "wall_seconds": float,
-     "seconds_per_image": {"median", "mean"} | null,   # proposal computation only, per image
+     "seconds_per_image": {"median", "mean"} | null,   # wall time of the proposal computation
+     "cpu_seconds_per_image": {"median", "mean"} | null,  # its CPU time (robust to a busy box)
      "proposals_per_image": float,        # mean over images with a file
      "recall": {label: RecallCurve.to_dict()} | null}
 """
@@ -84,6 +85,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=[],
         metavar="LABEL=DIR",
         help="add another proposal cache directory to the recall table and plot (repeatable)",
+    )
+    report.add_argument(
+        "--classes",
+        help="comma-separated class names for Annotations/ (default: DATASET/classes.txt, else "
+        "the 20 VOC classes)",
     )
     report.add_argument("--label", help="this run's name in the recall table (default: derived)")
     report.add_argument("--json", type=Path, metavar="PATH", help="write the figures as JSON")
@@ -172,7 +178,9 @@ def run(args: argparse.Namespace) -> int:
         from sppnet.proposals.recall import format_recall_table, plot_recall
 
         ids = [image_id for image_id, _ in images]
-        curves = _recall(args.dataset, ids, [(args.label or _label(cache), cache), *comparisons])
+        classes = _classes(args.dataset, args.classes)
+        this = (args.label or _label(cache), cache)
+        curves = _recall(args.dataset, classes, ids, [this, *comparisons])
         print(format_recall_table(curves))
         plot_path = args.recall_plot or args.out / "recall.png"
         plot_recall(curves, plot_path, title=f"proposal recall, {args.dataset.name}")
@@ -192,7 +200,9 @@ def _figures(
     wall_seconds: float,
 ) -> dict[str, Any]:
     """The JSON figures (keys documented in the module docstring) over ``results``."""
-    seconds = [r.seconds for r in results if r.status in ("missing", "stale", "corrupt")]
+    computed = [r for r in results if r.status in ("missing", "stale", "corrupt")]
+    seconds = [r.seconds for r in computed]
+    cpu_seconds = [r.cpu_seconds for r in computed]
     present = [r.count for r in results if r.status != "failed"]
     statuses = ("hit", "missing", "stale", "corrupt", "failed")
     return {
@@ -214,6 +224,11 @@ def _figures(
             if seconds
             else None
         ),
+        "cpu_seconds_per_image": (
+            {"median": statistics.median(cpu_seconds), "mean": statistics.fmean(cpu_seconds)}
+            if cpu_seconds
+            else None
+        ),
         "proposals_per_image": statistics.fmean(present) if present else 0.0,
         "recall": None,
     }
@@ -228,7 +243,10 @@ def _print_summary(figures: dict[str, Any]) -> None:
         f"{figures['wall_seconds']:.1f} s wall"
     )
     if figures["seconds_per_image"] is not None:
-        line += f", {figures['seconds_per_image']['median']:.3f} s/image (median)"
+        line += (
+            f", {figures['seconds_per_image']['median']:.3f} s/image "
+            f"({figures['cpu_seconds_per_image']['median']:.3f} s CPU, medians)"
+        )
     line += f", {figures['proposals_per_image']:.0f} proposals/image"
     print(line, file=sys.stderr)
     for item in figures["failed"]:
@@ -251,14 +269,28 @@ def _parse_compare(text: str) -> tuple[str, Any]:
     return label, ProposalCache.from_directory(directory)
 
 
-def _recall(dataset: Path, image_ids: list[str], caches: list[tuple[str, Any]]) -> dict[str, Any]:
+def _classes(dataset: Path, given: str | None) -> list[str]:
+    """``--classes``, else ``DATASET/classes.txt`` (the demo dataset writes one), else VOC's 20."""
+    from sppnet.data.voc import VOC_CLASSES
+
+    if given:
+        return [c.strip() for c in given.split(",") if c.strip()]
+    listed = dataset / "classes.txt"
+    if listed.is_file():
+        return [line.strip() for line in listed.read_text("utf-8").splitlines() if line.strip()]
+    return list(VOC_CLASSES)
+
+
+def _recall(
+    dataset: Path, classes: list[str], image_ids: list[str], caches: list[tuple[str, Any]]
+) -> dict[str, Any]:
     """Recall curves of each cache over ``image_ids`` against the dataset's non-difficult boxes."""
-    from sppnet.data.voc import read_voc_annotation
+    from sppnet.data.voc import parse_voc_xml
     from sppnet.proposals import CacheStatus, proposal_recall
 
     ground_truth = []
     for image_id in image_ids:
-        target = read_voc_annotation(dataset / "Annotations" / f"{image_id}.xml")
+        _, _, target = parse_voc_xml(dataset / "Annotations" / f"{image_id}.xml", classes)
         ground_truth.append(target["boxes"][~target["difficult"]])
     curves = {}
     for label, cache in caches:
