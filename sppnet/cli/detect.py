@@ -1,0 +1,247 @@
+"""``sppnet detect``: detect objects in photos with a trained detector or, untrained, ImageNet's.
+
+For each image: selective search proposes windows (fast mode), the detector scores them (conv
+features once per image and scale, every window SPP-pooled), and the detections are drawn onto a
+copy of the image (``--out``, PNG or JPEG, any image size) and printed, or written as JSON.
+
+``--weights`` is a saved detector folder (``SPPNetDetector.save_pretrained`` / ``sppnet train``)
+or ``imagenet``: MobileNetV2's own ImageNet classifier applied to SPP-pooled windows (see
+:mod:`sppnet.models.imagenet_detector`), which labels regions of real photos with the 1,000
+ImageNet classes without any training.
+
+JSON (``--json PATH``, ``-`` for stdout), schema ``sppnet.detect/1``::
+
+    {"schema": "sppnet.detect/1", "weights": str, "score_threshold": float,
+     "images": [{"path": str, "height": int, "width": int, "proposals": int,
+                 "seconds": {"proposals": float, "detect": float}, "output": str | null,
+                 "detections": [{"box": [x1, y1, x2, y2], "label": int, "class": str,
+                                 "score": float}, ...]}, ...],
+     "errors": [{"path": str, "error": str}, ...]}
+
+Boxes are xyxy in original-image pixels, 0-based, ``x2``/``y2`` exclusive; labels 1..num_classes.
+
+Examples::
+
+    sppnet detect photo.jpg --weights imagenet --out detections/
+    sppnet detect runs/demo/data/JPEGImages/*.png --weights runs/demo/model --json dets.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+COMMAND = ("detect",)
+HELP = "Detect objects in images (trained detector or --weights imagenet); draw them, print JSON."
+
+SCHEMA = "sppnet.detect/1"
+_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG"}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("images", nargs="+", metavar="IMAGE", help="image files")
+    parser.add_argument(
+        "--weights",
+        required=True,
+        help="a saved detector folder, or 'imagenet' (untrained ImageNet window labelling)",
+    )
+    parser.add_argument(
+        "--out",
+        metavar="DIR",
+        help="write the annotated images here as NAME.detections.png/.jpg (default: none)",
+    )
+    parser.add_argument(
+        "--format",
+        choices=("same", "png", "jpeg"),
+        default="same",
+        help="annotated image format: like the input where it is PNG/JPEG, else PNG (same)",
+    )
+    parser.add_argument("--json", metavar="PATH", help="write detections as JSON ('-': stdout)")
+    parser.add_argument(
+        "--score-threshold",
+        type=float,
+        help="keep detections scoring above this (default: the model's; 0.3 for imagenet)",
+    )
+    parser.add_argument("--max-detections", type=int, default=10, help="per image, best first (10)")
+    parser.add_argument("--max-proposals", type=int, default=2000, help="per image (2000)")
+    parser.add_argument(
+        "--min-window",
+        type=float,
+        help="drop proposals narrower or lower than this fraction of the image's shorter side "
+        "(default 0.2 for imagenet: small windows lack the context an ImageNet classifier "
+        "needs; 0 otherwise)",
+    )
+    parser.add_argument("--scales", type=int, nargs="+", help="test scales instead of the model's")
+    parser.add_argument(
+        "--device", default=None, help="torch device (default: cuda if available, else cpu)"
+    )
+
+
+def _load_detector(args: argparse.Namespace, device: Any) -> Any:
+    from sppnet.models.detector import SPPNetDetector
+    from sppnet.models.imagenet_detector import imagenet_detector
+
+    if args.weights == "imagenet":
+        kwargs = {"scales": tuple(args.scales)} if args.scales else {}
+        detector = imagenet_detector(
+            "imagenet",
+            score_threshold=0.3 if args.score_threshold is None else args.score_threshold,
+            detections_per_image=args.max_detections,
+            **kwargs,
+        )
+    else:
+        detector = SPPNetDetector.from_pretrained(args.weights)
+        if args.scales:
+            detector.config = detector.config.replace(scales=tuple(args.scales))
+            detector.transform.scales = tuple(args.scales)
+        if args.score_threshold is not None:
+            detector.postprocess.score_threshold = args.score_threshold
+        detector.postprocess.detections_per_image = args.max_detections
+    return detector.to(device).eval()
+
+
+def _output_path(image_path: Path, out_dir: Path, fmt: str) -> tuple[Path, str]:
+    if fmt == "png":
+        suffix = ".png"
+    elif fmt == "jpeg":
+        suffix = ".jpg"
+    else:
+        suffix = image_path.suffix.lower() if image_path.suffix.lower() in _FORMATS else ".png"
+    return out_dir / f"{image_path.stem}.detections{suffix}", _FORMATS[suffix]
+
+
+def _encode(picture: Any, pil_format: str) -> bytes:
+    import io
+
+    buffer = io.BytesIO()
+    if pil_format == "JPEG":
+        picture.save(buffer, format="JPEG", quality=92)
+    else:
+        picture.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def detect_image(
+    detector: Any, path: Path, args: argparse.Namespace, class_names: list[str], device: Any
+) -> dict[str, Any]:
+    """Proposals, detection and (with ``--out``) drawing for one image; its JSON record."""
+    import torch
+
+    from sppnet.data.images import read_image
+    from sppnet.proposals.selective_search import selective_search
+    from sppnet.utils.atomic import atomic_write_bytes
+    from sppnet.utils.draw import draw_detections
+
+    image = read_image(path)
+    height, width = int(image.shape[-2]), int(image.shape[-1])
+    min_window = args.min_window
+    if min_window is None:
+        min_window = 0.2 if args.weights == "imagenet" else 0.0
+    start = time.perf_counter()
+    proposals = selective_search(
+        image,
+        mode="fast",
+        max_proposals=args.max_proposals,
+        min_size=max(8.0, min_window * min(height, width)),
+    )
+    t_proposals = time.perf_counter() - start
+    start = time.perf_counter()
+    with torch.inference_mode():
+        (out,) = detector([image.to(device)], [proposals.to(device)])
+    t_detect = time.perf_counter() - start
+    out = {k: v.cpu() for k, v in out.items()}
+    record: dict[str, Any] = {
+        "path": str(path),
+        "height": height,
+        "width": width,
+        "proposals": int(proposals.shape[0]),
+        "seconds": {"proposals": t_proposals, "detect": t_detect},
+        "output": None,
+        "detections": [
+            {
+                "box": [round(float(v), 2) for v in box],
+                "label": int(label),
+                "class": class_names[int(label) - 1],
+                "score": round(float(score), 4),
+            }
+            for box, label, score in zip(out["boxes"], out["labels"], out["scores"], strict=True)
+        ],
+    }
+    if args.out:
+        target, pil_format = _output_path(path, Path(args.out), args.format)
+        picture = draw_detections(image, out["boxes"], out["labels"], out["scores"], class_names)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(target, _encode(picture, pil_format))
+        record["output"] = str(target)
+    return record
+
+
+def _summary(record: dict[str, Any]) -> str:
+    head = (
+        f"{record['path']} ({record['width']}x{record['height']}): "
+        f"{len(record['detections'])} detections from {record['proposals']} windows "
+        f"(proposals {record['seconds']['proposals']:.2f} s, "
+        f"detector {record['seconds']['detect']:.2f} s)"
+    )
+    lines = [head]
+    for d in record["detections"]:
+        x1, y1, x2, y2 = d["box"]
+        lines.append(
+            f"  {d['score']:.3f}  {d['class']:<24} [{x1:.0f}, {y1:.0f}, {x2:.0f}, {y2:.0f}]"
+        )
+    if record["output"]:
+        lines.append(f"  -> {record['output']}")
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from sppnet.data.images import ImageReadError
+    from sppnet.utils.atomic import atomic_write_json
+
+    if args.max_detections < 1 or args.max_proposals < 1:
+        print("sppnet detect: --max-detections and --max-proposals must be >= 1", file=sys.stderr)
+        return 2
+    if args.min_window is not None and not 0.0 <= args.min_window < 1.0:
+        print(
+            f"sppnet detect: --min-window must be in [0, 1), got {args.min_window}", file=sys.stderr
+        )
+        return 2
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    try:
+        detector = _load_detector(args, device)
+    except (ValueError, FileNotFoundError) as err:  # includes CheckpointError, WeightsError
+        print(f"sppnet detect: --weights {args.weights}: {err}", file=sys.stderr)
+        return 2
+    num_classes = detector.config.num_classes
+    class_names = list(detector.config.class_names or [str(k) for k in range(1, num_classes + 1)])
+    to_stdout = args.json == "-"
+    records, errors = [], []
+    for name in args.images:
+        path = Path(name)
+        try:
+            record = detect_image(detector, path, args, class_names, device)
+        except (ImageReadError, FileNotFoundError, ValueError) as err:
+            errors.append({"path": str(path), "error": str(err)})
+            print(f"sppnet detect: {err}", file=sys.stderr)
+            continue
+        records.append(record)
+        if not to_stdout:
+            print(_summary(record))
+    document = {
+        "schema": SCHEMA,
+        "weights": str(args.weights),
+        "score_threshold": float(detector.postprocess.score_threshold),
+        "images": records,
+        "errors": errors,
+    }
+    if to_stdout:
+        print(json.dumps(document, indent=2))
+    elif args.json:
+        atomic_write_json(args.json, document)
+    return 1 if errors else 0

@@ -1,0 +1,156 @@
+"""``sppnet detect`` (trained and ImageNet weights) and ``sppnet bench detect --quick``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from sppnet.cli.main import main
+from sppnet.models.detector import SPPNetDetector
+from sppnet.models.detector_config import DetectorConfig
+
+CAT_CLASSES = {"tabby", "tiger cat", "Persian cat", "Siamese cat", "Egyptian cat"}
+
+
+def _photo(path: Path, height: int, width: int, seed: int = 0) -> Path:
+    """A smooth random picture with a few rectangles (something for selective search)."""
+    rng = np.random.default_rng(seed)
+    pixels = np.full((height, width, 3), 120, dtype=np.uint8)
+    for _ in range(4):
+        y, x = rng.integers(0, height - 8), rng.integers(0, width - 8)
+        h, w = rng.integers(8, height // 2 + 9), rng.integers(8, width // 2 + 9)
+        pixels[y : y + h, x : x + w] = rng.integers(0, 256, 3)
+    Image.fromarray(pixels).save(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small detector (random weights) saved as ``sppnet train`` saves one."""
+    torch.manual_seed(0)
+    config = DetectorConfig(
+        num_classes=2,
+        class_names=["square", "blob"],
+        backbone="small",
+        backbone_weights=None,
+        levels=(2, 1),
+        scales=(96,),
+        max_size=400,
+        fc_dims=(16, 16),
+        score_threshold=0.0,
+    )
+    folder = tmp_path_factory.mktemp("weights") / "model"
+    SPPNetDetector(config).save_pretrained(folder)
+    return folder
+
+
+def test_trained_detector_json_and_drawings(
+    trained: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    png = _photo(tmp_path / "a.png", 90, 130, seed=1)
+    jpg = _photo(tmp_path / "b.jpg", 41, 257, seed=2)  # any size, any aspect
+    out = tmp_path / "out"
+    status = main(
+        ["detect", str(png), str(jpg), "--weights", str(trained), "--out", str(out),
+         "--json", "-", "--max-detections", "3", "--max-proposals", "50"]
+    )  # fmt: skip
+    assert status == 0
+    document = json.loads(capsys.readouterr().out)
+    assert document["schema"] == "sppnet.detect/1" and document["errors"] == []
+    assert [r["path"] for r in document["images"]] == [str(png), str(jpg)]
+    for record, (height, width), suffix in zip(
+        document["images"], [(90, 130), (41, 257)], [".png", ".jpg"], strict=True
+    ):
+        assert (record["height"], record["width"]) == (height, width)
+        assert 0 < record["proposals"] <= 50
+        assert 1 <= len(record["detections"]) <= 3
+        for d in record["detections"]:
+            x1, y1, x2, y2 = d["box"]
+            assert 0 <= x1 < x2 <= width and 0 <= y1 < y2 <= height
+            assert d["class"] == ["square", "blob"][d["label"] - 1]
+        scores = [d["score"] for d in record["detections"]]
+        assert scores == sorted(scores, reverse=True)
+        drawn = Path(record["output"])
+        assert drawn.suffix == suffix and drawn.parent == out
+        with Image.open(drawn) as picture:
+            assert picture.size == (width, height)
+            assert picture.format == ("PNG" if suffix == ".png" else "JPEG")
+
+
+def test_bad_image_is_reported_and_others_still_run(
+    trained: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    good = _photo(tmp_path / "good.png", 64, 64)
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"not an image at all")
+    report = tmp_path / "dets.json"
+    status = main(["detect", str(bad), str(good), "--weights", str(trained), "--json", str(report)])
+    assert status == 1
+    document = json.loads(report.read_text())
+    assert [e["path"] for e in document["errors"]] == [str(bad)]
+    assert [r["path"] for r in document["images"]] == [str(good)]
+    assert "bad.png" in capsys.readouterr().err
+
+
+def test_bad_weights_and_arguments(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    image = _photo(tmp_path / "x.png", 40, 40)
+    assert main(["detect", str(image), "--weights", str(tmp_path / "missing")]) == 2
+    assert "--weights" in capsys.readouterr().err
+    assert main(["detect", str(image), "--weights", "imagenet", "--min-window", "1.5"]) == 2
+    assert "--min-window" in capsys.readouterr().err
+
+
+def test_imagenet_weights_find_the_cat(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    skimage_data = pytest.importorskip("skimage.data")
+    from sppnet.models import WeightsNotFoundError
+    from sppnet.models.weights import resolve_weights
+
+    try:
+        resolve_weights("mobilenet_v2", "imagenet", ["mobilenet_v2-b0353104.pth"])
+    except (WeightsNotFoundError, TypeError):
+        pytest.skip("MobileNetV2 ImageNet weights are not installed")
+    path = tmp_path / "chelsea.png"
+    Image.fromarray(skimage_data.chelsea()).save(path)
+    status = main(
+        ["detect", str(path), "--weights", "imagenet", "--json", "-", "--scales", "224",
+         "--max-detections", "3", "--out", str(tmp_path)]
+    )  # fmt: skip
+    assert status == 0
+    (record,) = json.loads(capsys.readouterr().out)["images"]
+    assert record["detections"], "no detection on chelsea"
+    assert record["detections"][0]["class"] in CAT_CLASSES
+    assert record["detections"][0]["score"] > 0.3
+    with Image.open(record["output"]) as picture:
+        assert picture.size == (451, 300)
+
+
+@pytest.mark.slow
+def test_bench_quick_writes_documented_keys(tmp_path: Path) -> None:
+    report = tmp_path / "bench.json"
+    assert main(["bench", "detect", "--quick", "--json", str(report)]) == 0
+    result = json.loads(report.read_text())
+    assert result["schema"] == "sppnet.bench.detect/1"
+    speed = result["speed"]
+    for rows in (speed["rows"], speed["svd_rows"]):
+        assert set(rows) == {"rcnn", "spp_1", "spp_5"}
+        for row in rows.values():
+            assert set(row) == {"conv_s", "pool_s", "fc_s", "pool_fc_s", "total_s"}
+            assert row["total_s"] == pytest.approx(row["conv_s"] + row["pool_fc_s"])
+            assert all(v > 0 for v in row.values())
+    assert set(speed["ratios"]) == {"conv_spp_1", "total_spp_1", "conv_spp_5", "total_spp_5"}
+    # R-CNN runs the trunk once per window: far more conv work than once per image.
+    assert speed["ratios"]["conv_spp_1"] > 1
+    assert speed["rcnn_linearity"]["windows"] == [2, 4]
+    assert result["selective_search"]["seconds"] > 0
+    names = [row["name"] for row in result["latency"]["rows"]]
+    assert names[0] == "torchvision fasterrcnn_mobilenet_v3_large_fpn"
+    assert "demo + SVD 32/32" in names
+    for row in result["latency"]["rows"]:
+        assert row["seconds"] > 0 and isinstance(row["meets_target"], bool)
+    assert result["map"] is None
+    assert result["machine_start"]["torch_threads"] >= 1
