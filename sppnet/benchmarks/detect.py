@@ -81,11 +81,18 @@ class Variant:
         name: label in the tables.
         svd_ranks: ``(rank6, rank7)`` for :func:`~sppnet.models.svd.compress_fc`, or None.
         windows: proposals per image (the first ``windows`` of the ranked proposals).
+        scales: test scales (shorter sides) instead of the detector's, or None.
     """
 
     name: str
     svd_ranks: tuple[int, int] | None
     windows: int
+    scales: tuple[int, ...] | None = None
+
+    def build(self, detector: SPPNetDetector) -> SPPNetDetector:
+        """This variant of ``detector`` (sharing its trunk)."""
+        model = with_heads(detector, self.svd_ranks)
+        return model if self.scales is None else _with_scales(model, self.scales)
 
 
 @dataclass(frozen=True)
@@ -131,6 +138,7 @@ class BenchSettings:
         Variant("demo, 1000 windows", None, 1000),
         Variant("demo + SVD 64/64, 1000 windows", (64, 64), 1000),
         Variant("demo, 500 windows", None, 500),
+        Variant("demo + SVD 64/64, scale 400", (64, 64), 2000, (400,)),
     )
     torchvision: tuple[str, ...] = TORCHVISION_MODELS
     latency_target_s: float = 0.5
@@ -418,7 +426,7 @@ def latency_table(
     small = detector if detector is not None else demo_network(settings)
     for variant in settings.demo_variants:
         log(f"latency: SPP-net {variant.name} ...")
-        model = with_heads(small, variant.svd_ranks)
+        model = variant.build(small)
         subset = windows[: variant.windows]
         seconds = _median(lambda m=model, w=subset: m([image], [w]), settings)
         rows.append(_spp_row(variant.name, model, variant.windows, seconds))
@@ -461,8 +469,8 @@ def evaluate_variants(
 ) -> list[dict[str, Any]]:
     """VOC07 and VOC10 mAP of each variant of a trained detector on a dataset.
 
-    The conv features of each image are computed once and shared by the variants (they differ
-    only in the fc layers and the number of windows).
+    The conv features of each image are computed once per distinct set of scales and shared by
+    the variants that use it.
 
     Args:
         detector: the trained detector.
@@ -476,24 +484,28 @@ def evaluate_variants(
     """
     from sppnet.evaluation import evaluate_voc
 
-    models = [with_heads(detector, v.svd_ranks) for v in variants]
+    models = [v.build(detector) for v in variants]
     predictions: list[list[dict[str, Tensor]]] = [[] for _ in variants]
     for i in range(len(data)):
-        features = detector.compute_features([data.image(i)])
+        features: dict[tuple[int, ...], Any] = {}
         for model, variant, preds in zip(models, variants, predictions, strict=True):
+            scales = tuple(model.config.scales)
+            if scales not in features:
+                features[scales] = model.compute_features([data.image(i)])
             boxes = data.proposals[i][: variant.windows]
-            (out,) = model.detect_from_features(features, [boxes])
+            (out,) = model.detect_from_features(features[scales], [boxes])
             preds.append({k: v.cpu() for k, v in out.items()})
         if (i + 1) % 20 == 0:
             log(f"mAP: {i + 1}/{len(data)} images")
     results = []
-    for variant, preds in zip(variants, predictions, strict=True):
+    for variant, model, preds in zip(variants, models, predictions, strict=True):
         voc = evaluate_voc(preds, data.targets, classes)
         results.append(
             {
                 "name": variant.name,
                 "svd_ranks": None if variant.svd_ranks is None else list(variant.svd_ranks),
                 "windows": variant.windows,
+                "scales": list(model.config.scales),
                 "map_voc07": voc.map("voc07"),
                 "map_voc10": voc.map("voc10"),
             }

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -109,8 +110,7 @@ def run(args: argparse.Namespace) -> int:
             return 2
         changes["windows"] = args.windows
         changes["demo_variants"] = tuple(
-            type(v)(v.name, v.svd_ranks, min(v.windows, args.windows))
-            for v in settings.demo_variants
+            replace(v, windows=min(v.windows, args.windows)) for v in settings.demo_variants
         )
     if args.rcnn_windows is not None:
         small, large = args.rcnn_windows
@@ -126,8 +126,6 @@ def run(args: argparse.Namespace) -> int:
     if args.no_torchvision:
         changes["torchvision"] = ()
     if changes:
-        from dataclasses import replace
-
         settings = replace(settings, **changes)
     if args.threads is not None:
         torch.set_num_threads(args.threads)
