@@ -69,7 +69,7 @@ import os
 import shutil
 import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -253,6 +253,25 @@ class _SeededDataset(Dataset):
             return epoch, index, self.dataset[index]
 
 
+class _EpochBatches:
+    """Batches of ``(epoch, index)`` keys over ``indices``, from batch ``start`` on (lazy)."""
+
+    def __init__(
+        self, indices: list[int], epoch: int, batch_size: int, start: int, drop_last: bool
+    ) -> None:
+        self.indices, self.epoch, self.batch_size = indices, epoch, batch_size
+        self.start, self.drop_last = start, drop_last
+
+    def __len__(self) -> int:
+        n, b = len(self.indices), self.batch_size
+        return max(0, (n // b if self.drop_last else math.ceil(n / b)) - self.start)
+
+    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
+        b = self.batch_size
+        for k in range(self.start, self.start + len(self)):
+            yield [(self.epoch, i) for i in self.indices[k * b : (k + 1) * b]]
+
+
 class _SeededCollate:
     """Calls ``collate_fn`` on the items with the RNGs seeded from the batch's first sample."""
 
@@ -405,13 +424,9 @@ class Trainer:
             if hasattr(obj, "set_epoch"):
                 obj.set_epoch(epoch)
         self._sampler.set_epoch(epoch)
-        indices = list(self._sampler)
-        b = self.config.batch_size
-        batches = [
-            [(epoch, i) for i in indices[k : k + b]]
-            for k in range(start_batch * b, len(indices), b)
-            if len(indices[k : k + b]) == b or not self.config.drop_last
-        ]
+        batches = _EpochBatches(
+            list(self._sampler), epoch, self.config.batch_size, start_batch, self.config.drop_last
+        )
         return DataLoader(
             _SeededDataset(self.dataset, self.config.seed),
             batch_sampler=batches,

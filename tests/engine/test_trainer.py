@@ -239,3 +239,41 @@ def test_metrics_are_window_means(tmp_path):
     assert [(x["step"], x["loss"], x["aux"]) for x in lines] == [(2, 1.5, 15.0), (4, 3.5, 35.0)]
     assert math.isclose(result.metrics["loss"], 3.5)
     assert [(x["step"], x["loss"]) for x in result.history] == [(2, 1.5), (4, 3.5)]
+
+
+def test_drop_last_false_keeps_the_partial_batch_and_resumes_into_it(tmp_path):
+    seen = []
+
+    def make(out, max_steps, resume=False):
+        model = nn.Linear(1, 1)
+        cfg = TrainConfig(
+            output_dir=out,
+            batch_size=4,
+            epochs=2,
+            max_steps=max_steps,
+            drop_last=False,
+            shuffle=True,
+            progress=False,
+            resume=resume,
+        )
+
+        def step(m, batch):
+            seen.append(sorted(int(i) for i in batch))
+            return {"loss": m(torch.ones(1, 1)).sum() * 0}
+
+        return Trainer(
+            model,
+            torch.optim.SGD(model.parameters(), lr=0.1),
+            step,
+            range(10),
+            cfg,
+            collate_fn=list,
+        )
+
+    assert make(tmp_path / "a", None).fit().step == 6
+    full, seen[:] = list(seen), []
+    assert [len(b) for b in full] == [4, 4, 2, 4, 4, 2]
+    assert sorted(i for b in full[:3] for i in b) == list(range(10))  # an epoch is a permutation
+    make(tmp_path / "b", 2).fit()
+    make(tmp_path / "b", None, resume=True).fit()
+    assert seen == full  # the resumed run starts at the partial batch and goes on identically
