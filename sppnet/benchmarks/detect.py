@@ -35,7 +35,6 @@ its boxes jittered in position and size (seeded), so that every method scores th
 from __future__ import annotations
 
 import copy
-import math
 import os
 import platform
 import statistics
@@ -295,14 +294,12 @@ def _median(fn: Callable[[], Any], settings: BenchSettings) -> float:
 
 def _time_spp(
     detector: SPPNetDetector, image: Tensor, windows: Tensor, settings: BenchSettings
-) -> tuple[dict[str, float], Tensor]:
-    """SPP-net's stages; returns the row and the pooled vectors Tensor[K, D]."""
+) -> tuple[float, float, Tensor]:
+    """Seconds of SPP-net's conv and pooling stages, and the pooled vectors Tensor[K, D]."""
     conv = _median(lambda: detector.compute_features([image]), settings)
     features = detector.compute_features([image])
     pool = _median(lambda: detector.pool_windows(features, [windows]), settings)
-    pooled = detector.pool_windows(features, [windows])
-    fc = _median(lambda: detector.score_windows(pooled), settings)
-    return _row(conv, pool, fc), pooled
+    return conv, pool, detector.pool_windows(features, [windows])
 
 
 def _rcnn_conv(rcnn: RCNNDetector, image: Tensor, windows: Tensor) -> tuple[float, list[Tensor]]:
@@ -314,9 +311,9 @@ def _rcnn_conv(rcnn: RCNNDetector, image: Tensor, windows: Tensor) -> tuple[floa
 
 def _time_rcnn(
     rcnn: RCNNDetector, image: Tensor, windows: Tensor, settings: BenchSettings
-) -> tuple[dict[str, float], dict[str, Any], Tensor]:
-    """R-CNN's stages at ``settings.windows`` windows; returns the row, the linearity check and
-    ``settings.windows`` pooled vectors (the measured ones tiled) for timing fc layers."""
+) -> tuple[float, float, dict[str, Any]]:
+    """Seconds of R-CNN's conv and pooling stages at ``settings.windows`` windows, scaled from
+    the larger subset, and the linearity check."""
     small, large = settings.rcnn_windows
     for _ in range(settings.warmup):
         _rcnn_conv(rcnn, image, windows[: min(small, rcnn.chunk_size)])
@@ -330,14 +327,8 @@ def _time_rcnn(
         "ratio": per_window / (t_small / small),
     }
     pool_large = _median(lambda: [rcnn.pool(m) for m in maps], settings)
-    pooled = torch.cat([rcnn.pool(m) for m in maps])
-    # fc cost does not depend on the values: the measured vectors, tiled to ``windows`` rows,
-    # scored in one batch (R-CNN batches its fc layers as well as SPP-net does).
-    reps = math.ceil(settings.windows / pooled.shape[0])
-    tiled = pooled.repeat(reps, 1)[: settings.windows].contiguous()
-    fc = _median(lambda: rcnn.detector.score_windows(tiled), settings)
     scale = settings.windows / large
-    return _row(per_window * settings.windows, pool_large * scale, fc), linearity, tiled
+    return per_window * settings.windows, pool_large * scale, linearity
 
 
 def speed_table(
@@ -349,21 +340,22 @@ def speed_table(
     rcnn = RCNNDetector(
         detector, input_size=224, context_padding=16, chunk_size=settings.rcnn_chunk
     )
-    rows: dict[str, dict[str, float]] = {}
-    pooled: dict[str, Tensor] = {}
+    conv: dict[str, float] = {}
+    pool: dict[str, float] = {}
     log(f"speed: SPP 1 scale ({settings.scale}) ...")
-    rows["spp_1"], pooled["spp_1"] = _time_spp(detector, image, windows, settings)
+    conv["spp_1"], pool["spp_1"], pooled = _time_spp(detector, image, windows, settings)
     log(f"speed: SPP 5 scales {list(settings.scales5)} ...")
-    rows["spp_5"], pooled["spp_5"] = _time_spp(five, image, windows, settings)
+    conv["spp_5"], pool["spp_5"], _ = _time_spp(five, image, windows, settings)
     log(f"speed: R-CNN on {list(settings.rcnn_windows)} windows, scaled to {settings.windows} ...")
-    rows["rcnn"], linearity, pooled["rcnn"] = _time_rcnn(rcnn, image, windows, settings)
-
-    log(f"speed: fc6/fc7 truncated SVD, ranks {list(settings.svd_ranks)} ...")
+    conv["rcnn"], pool["rcnn"], linearity = _time_rcnn(rcnn, image, windows, settings)
+    # The fc layers and heads see ``windows`` pooled vectors of the same length in all three
+    # methods (R-CNN batches them as well as SPP-net does): their cost is timed once.
+    log(f"speed: fc layers on {settings.windows} windows, and their SVD {list(settings.svd_ranks)}")
     svd = with_heads(detector, settings.svd_ranks)
-    svd_rows = {}
-    for key, row in rows.items():
-        fc = _median(lambda p=pooled[key]: svd.score_windows(p), settings)
-        svd_rows[key] = _row(row["conv_s"], row["pool_s"], fc)
+    fc = _median(lambda: detector.score_windows(pooled), settings)
+    fc_svd = _median(lambda: svd.score_windows(pooled), settings)
+    rows = {k: _row(conv[k], pool[k], fc) for k in ("rcnn", "spp_1", "spp_5")}
+    svd_rows = {k: _row(conv[k], pool[k], fc_svd) for k in ("rcnn", "spp_1", "spp_5")}
     return {
         "network": {
             "backbone": settings.backbone,
