@@ -13,8 +13,8 @@ PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "coins", "camera")
 def write_voc_folder(root: Path, count: int = 6, size: int = 96) -> list[str]:
     """``count`` photos scaled to a ``size``-pixel shorter side, one box each, splits a and b.
 
-    Each annotation's single object ("thing") is the box x 10..29, y 5..24 (VOC 1-based inclusive
-    11..30, 6..25), i.e. 0-based xyxy (10, 5, 30, 25).
+    Each annotation's single object ("thing") covers pixels x 16..47, y 16..47 (VOC 1-based
+    inclusive 17..48), i.e. 0-based xyxy (16, 16, 48, 48).
     """
     for sub in ("Annotations", "JPEGImages", "ImageSets/Main"):
         (root / sub).mkdir(parents=True, exist_ok=True)
@@ -33,7 +33,7 @@ def write_voc_folder(root: Path, count: int = 6, size: int = 96) -> list[str]:
             f"<annotation><filename>{image_id}.jpg</filename>"
             f"<size><width>{width}</width><height>{height}</height><depth>3</depth></size>"
             "<object><name>thing</name><difficult>0</difficult>"
-            "<bndbox><xmin>11</xmin><ymin>6</ymin><xmax>30</xmax><ymax>25</ymax></bndbox>"
+            "<bndbox><xmin>17</xmin><ymin>17</ymin><xmax>48</xmax><ymax>48</ymax></bndbox>"
             "</object></annotation>"
         )
         ids.append(image_id)
@@ -41,6 +41,12 @@ def write_voc_folder(root: Path, count: int = 6, size: int = 96) -> list[str]:
     (root / "ImageSets/Main/b.txt").write_text("\n".join(ids[1::2]) + "\n")
     (root / "classes.txt").write_text("thing\n")
     return ids
+
+
+@pytest.fixture
+def make_voc_folder():
+    """:func:`write_voc_folder`, for tests that want other sizes or counts."""
+    return write_voc_folder
 
 
 @pytest.fixture
