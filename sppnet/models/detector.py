@@ -519,7 +519,8 @@ class SPPNetDetector(nn.Module):
     def from_pretrained(
         cls, path: str | os.PathLike[str], map_location: Any = "cpu"
     ) -> SPPNetDetector:
-        """Rebuild a detector saved by :meth:`save_pretrained` (or a training checkpoint).
+        """Rebuild a detector saved by :meth:`save_pretrained` (or a training checkpoint), in
+        eval mode.
 
         Raises:
             sppnet.engine.checkpoint.CheckpointError: missing, truncated or corrupt files, or a
@@ -542,4 +543,5 @@ class SPPNetDetector(nn.Module):
                 f"unexpected {unexpected[:5]}"
             )
         model.config = config
+        model.eval()
         return model.to(map_location) if map_location is not None else model

@@ -303,7 +303,7 @@ def mine_hard_negatives(
     for round_index in range(rounds + 1):
         y_round = torch.where((y > 0) | active, y, torch.zeros_like(y))
         kwargs = {}
-        if warm_start and result is not None and fit is fit_svms_torch:
+        if warm_start and result is not None and getattr(fit, "func", fit) is fit_svms_torch:
             kwargs["init"] = (result.weight, result.bias)
         result = fit(x, y_round, **kwargs)
         scores = x.float() @ result.weight.t() + result.bias
