@@ -203,7 +203,7 @@ class FitResult:
     Attributes:
         step: optimisation steps done in total (including those before a resume).
         epoch: completed epochs (fractional epochs are not counted).
-        checkpoint: the last checkpoint written (None if none was, e.g. not rank 0).
+        checkpoint: the last checkpoint written or resumed from (None if none), on every rank.
         metrics: the last logged averages (``loss`` and the other losses), over ranks.
         resumed_from: the checkpoint the run resumed from, if any.
         history: the log entries of this call (as written to ``log.jsonl``), on every rank.
@@ -467,10 +467,10 @@ class Trainer:
             "drop_last": self.config.drop_last,
         }
 
-    def save(self) -> Path | None:
+    def save(self) -> Path:
         """Write a checkpoint of the current step (rank 0; all ranks must call it).
 
-        Returns the checkpoint path on rank 0, None elsewhere.
+        Returns the checkpoint's path (on every rank, once rank 0 has written it).
         """
         state = self._trainer_state()  # collective: every rank takes part
         path = checkpoint_path(self.checkpoint_dir, self.step)
@@ -483,9 +483,9 @@ class Trainer:
                 step=self.step,
             )
             prune_checkpoints(self.checkpoint_dir, self.config.keep_last)
-            self.last_checkpoint = path
         dist_utils.barrier()
-        return self.last_checkpoint
+        self.last_checkpoint = path
+        return path
 
     def _resume(self) -> Path | None:
         path = latest_checkpoint(self.checkpoint_dir) if self.checkpoint_dir.is_dir() else None
