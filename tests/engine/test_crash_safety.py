@@ -149,7 +149,11 @@ def test_sigint_saves_a_checkpoint_and_exits_cleanly(tmp_path, reference):
 
 
 def test_two_process_gloo_run_matches_one_process(tmp_path):
-    """2 ranks x batch 4 under torchrun == 1 rank x batch 8, up to float summation order."""
+    """2 ranks x batch 4 under torchrun == 1 rank x batch 8, up to float summation order.
+
+    The 2-process run stops after 10 steps and is resumed under torchrun, so resuming a
+    distributed run (rank 0 writes, every rank reads the checkpoint) is covered too.
+    """
     # --mixed-call: every other step bypasses DDP's forward, so both ways of synchronising
     # gradients (DDP's hooks, the Trainer's own all-reduce) are checked.
     common = ["--epochs", "2", "--dropout", "0", "--plain-loss", "--mixed-call"]
@@ -169,8 +173,10 @@ def test_two_process_gloo_run_matches_one_process(tmp_path):
         "4",
         *common,
     ]
-    proc = subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=180)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    for extra in (["--max-steps", "10"], ["--resume"]):
+        proc = subprocess.run(cmd + extra, env=ENV, capture_output=True, text=True, timeout=180)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "resumed from" in proc.stderr and "step 10" in proc.stderr
 
     (s1, a), (s2, b) = final(one), final(two)
     assert s1 == s2 == 24
