@@ -757,3 +757,69 @@ def predict(
         times["pool_fc_nms"] += t2 - t1
     times["images"] = float(len(data))
     return out, times
+
+
+@torch.no_grad()
+def predict_variants(
+    detector: SPPNetDetector,
+    data: DetectionSet,
+    heads: dict[str, nn.Module],
+    box_regression: Sequence[bool] = (True, False),
+    progress: bool = False,
+) -> tuple[dict[str, list[dict[str, Tensor]]], dict[str, float]]:
+    """Detections of several scoring heads from one pass of conv, pooling and fc6/fc7.
+
+    Args:
+        detector: supplies the trunk, scales, pooler, fc layers, box regressor and
+            post-processing settings.
+        data: the images and proposals.
+        heads: name -> :class:`SoftmaxHead` or :class:`LinearSVMs` (each scored with its own
+            score threshold from the detector's config).
+        box_regression: which of with (True) / without (False) the box regressor to produce.
+
+    Returns:
+        ``({variant: per-image detections}, seconds)``; variants are named ``"<head>"`` (with
+        box regression) and ``"<head>/no_bbox"``; ``seconds`` holds ``conv`` and ``rest`` totals.
+    """
+    from sppnet.models.detector import DetectionPostprocess
+
+    detector.eval()
+    cfg = detector.config
+    post = {}
+    for name, head in heads.items():
+        threshold = cfg.svm_score_threshold if isinstance(head, LinearSVMs) else cfg.score_threshold
+        post[name] = DetectionPostprocess(
+            threshold, cfg.nms_threshold, cfg.detections_per_image, cfg.min_box_size
+        )
+    regress = [r for r in box_regression if not r or detector.box_regressor is not None]
+    out: dict[str, list[dict[str, Tensor]]] = {
+        (name if r else f"{name}/no_bbox"): [] for name in heads for r in regress
+    }
+    times = {"conv": 0.0, "rest": 0.0}
+    for i in _bar(range(len(data)), "detect", progress):
+        t0 = time.perf_counter()
+        feats = detector.compute_features([data.image(i)])
+        t1 = time.perf_counter()
+        props = data.proposals[i].to(feats.maps[0].device)
+        pooled = detector.pool_windows(feats, [props]).float()
+        x = detector.box_head(pooled)
+        m = props.shape[0]
+        boxes_by_mode = {False: None, True: None}
+        for r in regress:
+            if not r:
+                boxes_by_mode[r] = props[:, None, :].expand(m, cfg.num_classes, 4)
+            else:
+                assert detector.box_regressor is not None
+                reg_in = pooled if cfg.box_regression_input == "pool5" else x
+                deltas = detector.box_regressor(reg_in).reshape(m, -1)
+                boxes_by_mode[r] = detector.box_coder.decode(deltas, props).view(m, -1, 4)
+        for name, head in heads.items():
+            scores = head.class_scores(x)
+            for r in regress:
+                result = post[name](boxes_by_mode[r], scores, feats.image_sizes[0])
+                out[name if r else f"{name}/no_bbox"].append(
+                    {k: v.cpu() for k, v in result.items()}
+                )
+        times["conv"] += t1 - t0
+        times["rest"] += time.perf_counter() - t1
+    return out, times

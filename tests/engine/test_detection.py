@@ -1,0 +1,182 @@
+"""The detector's training stages (sppnet.engine.detection)."""
+
+import numpy as np
+import pytest
+import torch
+
+from sppnet.engine.detection import (
+    DetectionSet,
+    FeatureCache,
+    predict,
+    predict_variants,
+    ridge_regression,
+    svm_training_set,
+    train_detector,
+)
+from sppnet.models import SPPNetDetector
+from sppnet.models.detector_config import DetectorConfig, TrainingConfig
+from sppnet.ops.boxes import box_iou
+
+
+def _small_detector(**overrides) -> SPPNetDetector:
+    torch.manual_seed(0)
+    cfg = dict(
+        num_classes=2,
+        backbone="small",
+        backbone_kwargs={"channels": [8, 8, 16]},
+        backbone_weights=None,
+        levels=(2, 1),
+        scales=(64,),
+        fc_dims=(16,),
+        max_size=200,
+        target_side=48.0,
+    )
+    cfg.update(overrides)
+    return SPPNetDetector(DetectorConfig(**cfg)).eval()
+
+
+def _toy_set(n=3, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    items, proposals = [], []
+    for i in range(n):
+        image = torch.randint(0, 256, (3, 64, 80), generator=g, dtype=torch.uint8)
+        boxes = torch.tensor([[8.0, 8.0, 40.0, 40.0], [44.0, 20.0, 76.0, 60.0]])
+        target = {
+            "boxes": boxes,
+            "labels": torch.tensor([1, 2]),
+            "difficult": torch.tensor([False, False]),
+            "image_id": f"img{i}",
+            "size": (64, 80),
+        }
+        items.append((image, target))
+        jitter = boxes.repeat(10, 1) + torch.randn(20, 4, generator=g) * 3
+        rand_xy = torch.rand(30, 2, generator=g) * 50
+        rand = torch.cat([rand_xy, rand_xy + 8 + torch.rand(30, 2, generator=g) * 20], dim=1)
+        proposals.append(torch.cat([jitter, rand]))
+    return items, proposals
+
+
+def test_ridge_regression_matches_the_normal_equations_in_both_forms():
+    g = torch.Generator().manual_seed(0)
+    for n, d in ((50, 8), (8, 50)):  # primal and dual forms
+        x = torch.randn(n, d, generator=g)
+        y = torch.randn(n, 3, generator=g)
+        w, b = ridge_regression(x, y, lam=2.0)
+        xn, yn = x.double().numpy(), y.double().numpy()
+        xc, yc = xn - xn.mean(0), yn - yn.mean(0)
+        w_ref = np.linalg.solve(xc.T @ xc + 2.0 * np.eye(d), xc.T @ yc)
+        b_ref = yn.mean(0) - xn.mean(0) @ w_ref
+        np.testing.assert_allclose(w.numpy(), w_ref, rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(b.numpy(), b_ref, rtol=1e-4, atol=1e-5)
+    with pytest.raises(ValueError):
+        ridge_regression(x, y, lam=0.0)
+
+
+def test_feature_cache_matches_live_features():
+    det = _small_detector(scales=(48, 64))
+    items, proposals = _toy_set()
+    data = DetectionSet(items, proposals, keep_images=True)
+    cache = FeatureCache.build(det, data, torch.float32)
+    assert len(cache) == 3
+    assert cache.nbytes == sum(m.numel() * 4 for per in cache.maps for m in per)
+    with torch.no_grad():
+        live = det.compute_features([data.image(1), data.image(2)])
+    cached = cache.features([1, 2])
+    for a, b in zip(live.maps, cached.maps, strict=True):
+        torch.testing.assert_close(a, b)
+    half = FeatureCache.build(det, data, torch.float16)
+    assert half.nbytes * 2 == cache.nbytes
+
+
+def test_svm_training_set_labels():
+    det = _small_detector()
+    gt = torch.tensor([[10.0, 10.0, 30.0, 30.0]])
+    proposals = torch.tensor(
+        [
+            [10.0, 10.0, 30.0, 29.0],  # IoU 0.95 with the class-1 box: ignored for class 1
+            [10.0, 10.0, 30.0, 18.0],  # IoU 0.4: ignored for class 1 (>= 0.3)
+            [10.0, 10.0, 30.0, 14.0],  # IoU 0.2: negative
+            [40.0, 40.0, 60.0, 60.0],  # far away: negative
+        ]
+    )
+    image = torch.zeros(3, 64, 80, dtype=torch.uint8)
+    target = {"boxes": gt, "labels": torch.tensor([1]), "image_id": "a", "size": (64, 80)}
+    data = DetectionSet([(image, target)], [proposals], keep_images=True)
+    cfg = TrainingConfig(svm_neg_nms=1.0)
+    x, y, owner = svm_training_set(det, data, FeatureCache.build(det, data), cfg)
+    assert x.shape == (5, det.representation_size)
+    assert owner.tolist() == [0] * 5
+    # Row 0 is the ground truth; class 2 has no box in the image, so every row is its negative.
+    assert y[:, 0].tolist() == [1, 0, 0, -1, -1]
+    assert y[:, 1].tolist() == [-1, -1, -1, -1, -1]
+
+
+def test_predict_variants_agrees_with_the_detector():
+    det = _small_detector(score_threshold=0.0)
+    items, proposals = _toy_set(2)
+    data = DetectionSet(items, proposals, keep_images=True)
+    preds, _ = predict_variants(det, data, {"softmax": det.box_predictor})
+    direct, _ = predict(det, data)
+    assert set(preds) == {"softmax", "softmax/no_bbox"}
+    for a, b in zip(preds["softmax"], direct, strict=True):
+        for k in a:
+            torch.testing.assert_close(a[k], b[k])
+
+
+@pytest.mark.slow
+def test_small_end_to_end_training_learns_the_demo_objects(tmp_path):
+    """A handful of demo images: the loss falls and a trained-on digit is found again."""
+    from sppnet.data.demo import load_demo, make_demo_dataset
+
+    make_demo_dataset(tmp_path / "data", num_train=6, num_val=0, num_test=1, seed=0)
+    dataset = load_demo(tmp_path / "data", "train")
+    g = torch.Generator().manual_seed(0)
+    proposals = []
+    for i in range(len(dataset)):
+        # Proposal quality is not under test here: jittered ground truth plus random boxes.
+        _, target = dataset[i]
+        boxes = target["boxes"]
+        jitter = boxes.repeat(8, 1) * (1 + 0.08 * torch.randn(8 * len(boxes), 4, generator=g))
+        h, w = target["size"]
+        xy = torch.rand(60, 2, generator=g) * torch.tensor([w * 0.8, h * 0.8])
+        wh = 16 + torch.rand(60, 2, generator=g) * 100
+        proposals.append(torch.cat([jitter, torch.cat([xy, xy + wh], dim=1)]))
+    data = DetectionSet(dataset, proposals, keep_images=True)
+    config = DetectorConfig(
+        num_classes=10,
+        class_names=[str(d) for d in range(10)],
+        backbone="mobilenet_v2_c4",
+        backbone_weights="imagenet",
+        levels=(3, 2, 1),
+        scales=(320,),
+        fc_dims=(128,),
+        scoring="svm",
+        target_side=104.0,
+    )
+    detector = SPPNetDetector(config)
+    train_cfg = TrainingConfig(
+        stages=("finetune_fc", "svm", "box_regression"),
+        epochs_fc=12,
+        lr_fc=0.01,
+        images_per_batch=2,
+        windows_per_batch=64,
+        svm_rounds=1,
+    )
+    heads = train_detector(detector, data, train_cfg, tmp_path / "train")
+    fc_log = next(log for log in heads.logs if log.name == "finetune_fc")
+    assert fc_log.info["loss_last"] < 0.6 * fc_log.info["loss_first"], fc_log.info
+    assert detector.config.scoring == "svm"
+    # Each training image: its top-scoring detection hits one of its digits with the right label.
+    preds, _ = predict(detector, data)
+    hits = 0
+    for pred, target in zip(preds, data.targets, strict=True):
+        assert len(pred["boxes"]) > 0
+        iou = box_iou(pred["boxes"][:1], target["boxes"])[0]
+        best = int(iou.argmax())
+        hits += int(iou[best] >= 0.5 and pred["labels"][0] == target["labels"][best])
+    assert hits >= 5, hits
+    # The saved model detects the same.
+    detector.save_pretrained(tmp_path / "model")
+    again = SPPNetDetector.from_pretrained(tmp_path / "model")
+    preds_again, _ = predict(again, data)
+    torch.testing.assert_close(preds_again[0]["boxes"], preds[0]["boxes"])
