@@ -112,7 +112,7 @@ def fill_proposals(
     summary = fill_cache(cache, images, workers=workers, on_result=lambda _: bar.update(1))
     bar.close()
     if summary.failed:
-        failed = ", ".join(f"{r.image_id}: {r.error}" for r in summary.failed[:5])
+        failed = ", ".join(f"{r.image_id}: {r.message}" for r in summary.failed[:5])
         raise RuntimeError(f"proposals failed for {len(summary.failed)} image(s): {failed}")
     return {
         "images": len(images),
