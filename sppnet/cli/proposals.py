@@ -55,14 +55,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="selective search works at this shorter side, in pixels (0: full resolution)",
     )
     method.add_argument("--min-size", type=float, default=8.0, help="minimum box side, pixels")
+    method.add_argument(
+        "--base-k",
+        type=int,
+        default=150,
+        help="graph-segmentation scale of the first level (working-image pixels)",
+    )
+    method.add_argument("--inc-k", type=int, default=150, help="increment of k between levels")
+    method.add_argument("--sigma", type=float, default=0.8, help="segmentation pre-smoothing")
     method.add_argument("--max-proposals", type=int, default=2000, help="cap per image (0: none)")
     method.add_argument("--mat-file", type=Path, help="precomputed proposals (--method mat_file)")
     run_group = parser.add_argument_group("execution")
     run_group.add_argument(
         "--workers",
         type=int,
-        default=_available_cores(),
-        help="worker processes (default: the cores available, %(default)s here)",
+        default=_default_workers(),
+        help="worker processes per rank (default: the cores available divided by the ranks on "
+        "this node, %(default)s here)",
     )
     run_group.add_argument(
         "--opencv-threads", type=int, default=1, help="cv2.setNumThreads in each worker"
@@ -95,11 +104,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     report.add_argument("--json", type=Path, metavar="PATH", help="write the figures as JSON")
 
 
-def _available_cores() -> int:
+def _default_workers() -> int:
     try:
-        return len(os.sched_getaffinity(0))
+        cores = len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
+        cores = os.cpu_count() or 1
+    return max(1, cores // int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
 
 
 def _make_source(args: argparse.Namespace) -> Any:
@@ -112,6 +122,9 @@ def _make_source(args: argparse.Namespace) -> Any:
             shorter_side=args.shorter_side or None,
             min_size=args.min_size,
             max_proposals=cap,
+            base_k=args.base_k,
+            inc_k=args.inc_k,
+            sigma=args.sigma,
         )
     if args.method == "sliding_windows":
         return SlidingWindows()
@@ -256,7 +269,10 @@ def _print_summary(figures: dict[str, Any]) -> None:
 def _label(cache: Any) -> str:
     params = cache.params()
     if cache.name == "selective_search":
-        return f"ss-{params['mode']}-{params['shorter_side'] or 'full'}"
+        label = f"ss-{params['mode']}-{params['shorter_side'] or 'full'}"
+        if (params["base_k"], params["inc_k"]) != (150, 150):
+            label += f"-k{params['base_k']}+{params['inc_k']}"
+        return label
     return cache.name
 
 
