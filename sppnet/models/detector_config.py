@@ -230,7 +230,8 @@ class TrainingConfig(_Serializable):
         svm_neg_nms: negatives overlapping a higher-ranked negative by more than this are dropped.
         svm_hard_threshold: a negative is hard when its score exceeds this (R-CNN: -1.0001).
         svm_rounds: hard-negative mining rounds after the first fit.
-        svm_solver: ``"torch"`` (batched, all classes at once) or ``"liblinear"`` (scikit-learn).
+        svm_solver: ``"liblinear"`` (scikit-learn; the default: faster on CPU, see
+            docs/detector.md) or ``"torch"`` (batched over classes, on the model's device).
         svm_max_negatives_per_image: random negatives per image used to start the mining.
         bbox_iou: windows with IoU >= this with a ground-truth box train its regressor.
         bbox_lambda: ridge strength (the released code: 4000 with features at mean norm 20).
@@ -263,7 +264,7 @@ class TrainingConfig(_Serializable):
     svm_neg_nms: float = 0.7
     svm_hard_threshold: float = -1.0001
     svm_rounds: int = 2
-    svm_solver: str = "torch"
+    svm_solver: str = "liblinear"
     svm_max_negatives_per_image: int = 200
     bbox_iou: float = 0.5
     bbox_lambda: float = 4000.0
