@@ -1,23 +1,38 @@
-"""Maxima over arbitrary rectangles of a feature map, four gathers per rectangle (2-D sparse table).
+"""Maxima over arbitrary rectangles of a feature map from a few gathers each (a 2-D sparse table).
 
 Block ``(a, b)`` of the table holds, for every cell ``(r, c)`` and channel, the maximum of the
-``2**a x 2**b`` window whose top-left cell is ``(r, c)``. Any rectangle of height ``h`` and width
-``w`` is the union of the four (overlapping) windows of block ``(floor(log2 h), floor(log2 w))``
-anchored at its corners, so its maximum is the maximum of four table rows. Building the table
-reads the map ``O(log H * log W)`` times, once per call; each rectangle then costs four gathers of a
-contiguous C-vector, whatever its area.
+``rows[a] x cols[b]`` window whose top-left cell is ``(r, c)``. Along each axis the window sizes
+are either the powers of two ``1, 2, 4, ...`` (a rectangle side of length ``e`` is then covered by
+the two windows of size ``2**floor(log2 e)`` anchored at its two ends) or every size
+``1, 2, 3, ..., m`` (one window of exactly ``e``, anchored at its start). A rectangle's maximum is
+thus the maximum of 1, 2 or 4 table rows, whatever its area; exact sizes halve the gathers along
+that axis for a bigger table, and the caller picks whichever is cheaper. Building the table is one
+elementwise merge of the map per block, once per call. Everything is stored channels-last, as a
+matrix of ``rows x C``, so a gather moves one contiguous C-vector.
 
-Everything is stored channels-last, as a matrix of ``rows x C``, so a gather is one contiguous
-C-vector per rectangle corner. With ``with_argmax`` a twin int table holds, for each entry, the
-channels-last flat index ``((n * H + h) * W + w) * C + c`` of the cell that holds the maximum;
-on ties it is the first such cell in row-major order (as torchvision's ``roi_pool`` picks it),
-and a NaN wins over every number, so NaN propagates to the output and its index.
+When a gradient is needed the table must also say *where* each maximum is: the channels-last flat
+index ``((n * H + h) * W + w) * C + c`` of its cell. On ties that is the first maximal cell in
+row-major order (torchvision's ``roi_pool`` picks the same one), and NaN wins over every number,
+so NaN propagates to the output and to its index. Three storages:
+
+- ``"values"``: the maxima only (no gradient needed);
+- ``"packed"`` (float32, float16, bfloat16): one int64 key per entry, the value's bits mapped to an
+  order-reversing int32 in the high half and the index in the low half, so a plain integer
+  *minimum* picks the larger value and, among equal values, the lower index, in one pass;
+- ``"pairs"`` (float64, which does not fit in half a key): values plus an index table, merged with
+  explicit comparisons.
 """
 
 from __future__ import annotations
 
+import itertools
+from typing import NamedTuple
+
 import torch
+import torch.nn.functional as F
 from torch import Tensor
+
+_LOW = 2**32 - 1  # mask of a key's low half
 
 
 def floor_log2(x: Tensor, limit: int) -> Tensor:
@@ -36,93 +51,187 @@ def take_lower_index(va: Tensor, ia: Tensor, vb: Tensor, ib: Tensor) -> Tensor:
     return (vb > va) | torch.isnan(vb) | ((vb == va) & (ib < ia))
 
 
+def _canonical_float32(x: Tensor) -> Tensor:
+    """float32 copy with -0.0 made +0.0 and every NaN the positive quiet NaN.
+
+    Equal values must get equal keys: IEEE says -0.0 == +0.0 and their bits differ; x86 makes
+    negative NaNs, whose bits would sort below -Inf.
+    """
+    x = x.to(torch.float32) + 0.0  # -0.0 + 0.0 == +0.0; also always a fresh tensor
+    return x.masked_fill_(torch.isnan(x), float("nan"))
+
+
+def pack_keys(values: Tensor, index: Tensor) -> Tensor:
+    """int64 keys whose minimum is the largest float32 value, then the lowest index.
+
+    ``bits ^ ((bits >> 31) & 0x7FFFFFFF)`` maps float32 bits to int32 in the floats' order (a
+    positive NaN above +Inf); its bitwise complement reverses that order without overflow.
+    ``index`` (0 <= index < 2**31) fills the low half.
+    """
+    bits = values.view(torch.int32)
+    ordered = bits ^ ((bits >> 31) & 0x7FFFFFFF)
+    return ((~ordered).to(torch.int64) << 32) | index
+
+
+def unpack_index(keys: Tensor) -> Tensor:
+    """The cell index held in the low half of :func:`pack_keys`'s keys."""
+    return keys & _LOW
+
+
+def _is_exact(sizes: list[int]) -> bool:
+    """Whether window sizes are ``1, 2, 3, ...`` (else they must be ``1, 2, 4, ...``)."""
+    if sizes[0] != 1:
+        raise ValueError(f"window sizes must start at 1, got {sizes}")
+    # [1] and [1, 2] are both: read them as powers of two, which also cover longer sides.
+    if all(b == 2 * a for a, b in itertools.pairwise(sizes)):
+        return False
+    if all(b == a + 1 for a, b in itertools.pairwise(sizes)):
+        return True
+    raise ValueError(f"window sizes must be 1, 2, 3, ... or 1, 2, 4, ..., got {sizes}")
+
+
+def _halves(sizes: list[int], index: int) -> tuple[int, int]:
+    """Classes of the two disjoint windows, first then second, that make window ``index``."""
+    if sizes[index] == 2 * sizes[index - 1]:
+        return index - 1, index - 1
+    return index - 1, 0
+
+
+def _anchors(
+    start: Tensor, end: Tensor, size_of: Tensor, exact: bool
+) -> tuple[Tensor, list[Tensor]]:
+    """Window class and start cells covering ``[start, end)`` along one axis (empty -> size 1)."""
+    extent = (end - start).clamp(min=1)
+    if exact:
+        return extent - 1, [start]
+    cls = floor_log2(extent, size_of.shape[0] - 1)
+    return cls, [start, end.maximum(start + 1) - size_of[cls]]
+
+
+class Pooled(NamedTuple):
+    """Per-rectangle maxima as the table's storage holds them: ``main`` is the values
+    (``"values"``, ``"pairs"``) or the packed keys (``"packed"``); ``argmax`` only for pairs."""
+
+    main: Tensor
+    argmax: Tensor | None = None
+
+
 class RangeMaxTable:
     """The sparse table of one batch of feature maps.
 
     Args:
-        x: Tensor[N, H, W, C] (any strides; a channels-last input is used without a copy).
-        max_log_h, max_log_w: largest ``a`` and ``b`` needed (``2**a <= H``); smaller bounds make
-            a smaller table when every rectangle is known to be small.
-        with_argmax: also build the index table (needed only for the backward pass).
+        x: Tensor[N, H, W, C] (any strides; a channels-last input is read without a copy).
+        row_sizes, col_sizes: the window sizes along each axis: ``[1, 2, 4, ...]`` or
+            ``[1, 2, 3, ..., m]``, each at most the map's extent; the largest must reach the
+            longest rectangle side the caller will ask for.
+        with_argmax: also track where each maximum is (for the backward pass).
 
     Attributes:
-        values: Tensor[P + 1, C], all blocks one after the other; the last row is zeros and
-            stands for an empty rectangle.
-        argmax: Tensor[P + 1, C] int32 (int64 when the map has 2**31 or more elements), or None;
-            the last row is ``N * H * W * C``, one past the end of the map.
+        storage: ``"values"``, ``"packed"`` or ``"pairs"`` (see the module docstring).
+        table: Tensor[P + 1, C], all blocks one after the other (values, or int64 keys); the last
+            row stands for an empty rectangle: value 0, index ``N * H * W * C``.
+        argmax: the index twin of ``table`` for ``"pairs"``, else None.
         empty_row: the index of that last row.
     """
 
     def __init__(
-        self, x: Tensor, max_log_h: int, max_log_w: int, with_argmax: bool = False
+        self, x: Tensor, row_sizes: list[int], col_sizes: list[int], with_argmax: bool = False
     ) -> None:
         n, h, w, c = x.shape
         self.shape = (n, h, w, c)
-        self.heights = [h - 2**a + 1 for a in range(max_log_h + 1)]
-        self.widths = [w - 2**b + 1 for b in range(max_log_w + 1)]
-        if self.heights[-1] < 1 or self.widths[-1] < 1:
-            raise ValueError(f"table depth ({max_log_h}, {max_log_w}) too deep for a {h}x{w} map")
-        bases = []
+        self.row_sizes, self.col_sizes = list(row_sizes), list(col_sizes)
+        self.exact_rows = _is_exact(self.row_sizes)
+        self.exact_cols = _is_exact(self.col_sizes)
+        if self.row_sizes[-1] > h or self.col_sizes[-1] > w:
+            raise ValueError(
+                f"windows {self.row_sizes[-1]}x{self.col_sizes[-1]} exceed a {h}x{w} map"
+            )
+        self.heights = [h - size + 1 for size in self.row_sizes]
+        self.widths = [w - size + 1 for size in self.col_sizes]
+        self.bases = []
         rows = 0
         for ha in self.heights:
-            bases.append([])
+            self.bases.append([])
             for wb in self.widths:
-                bases[-1].append(rows)
+                self.bases[-1].append(rows)
                 rows += n * ha * wb
         self.empty_row = rows
         device = x.device
-        self.base = torch.tensor(bases, dtype=torch.int64, device=device)
+        self.base = torch.tensor(self.bases, dtype=torch.int64, device=device)
         self.height_of = torch.tensor(self.heights, dtype=torch.int64, device=device)
         self.width_of = torch.tensor(self.widths, dtype=torch.int64, device=device)
-        self.values = x.new_empty((rows + 1, c))
-        self.values[rows].zero_()
-        self.argmax: Tensor | None = None
+        self.row_size_of = torch.tensor(self.row_sizes, dtype=torch.int64, device=device)
+        self.col_size_of = torch.tensor(self.col_sizes, dtype=torch.int64, device=device)
         numel = n * h * w * c
-        if with_argmax:
+        self.argmax: Tensor | None = None
+        if not with_argmax:
+            self.storage = "values"
+            self.table = x.new_empty((rows + 1, c))
+            self.table[rows].zero_()
+            self._block(self.table, 0, 0).copy_(x)
+        elif x.dtype != torch.float64 and numel < 2**31 - 1:
+            self.storage = "packed"
+            canonical = _canonical_float32(x).reshape(-1)
+            canonical = torch.cat([canonical, canonical.new_zeros(1)])  # for empty rectangles
+            # Decoding reads values back by index (exact: canonical holds x's own values).
+            self.flat_values = canonical.to(x.dtype)
+            index = torch.arange(numel + 1, device=device, dtype=torch.int64)
+            keys = pack_keys(canonical, index)
+            self.table = torch.empty((rows + 1, c), dtype=torch.int64, device=device)
+            self.table[rows] = keys[numel]
+            self._block(self.table, 0, 0).view(-1).copy_(keys[:numel])
+        else:
+            self.storage = "pairs"
             index_dtype = torch.int32 if numel < 2**31 - 1 else torch.int64
+            self.table = x.new_empty((rows + 1, c))
+            self.table[rows].zero_()
+            self._block(self.table, 0, 0).copy_(x)
             self.argmax = torch.empty((rows + 1, c), dtype=index_dtype, device=device)
             self.argmax[rows].fill_(numel)
-        self._build(x, bases)
+            first = self._block(self.argmax, 0, 0)
+            torch.arange(numel, device=device, dtype=index_dtype, out=first.view(-1))
+        self._build()
 
-    def _block(self, table: Tensor, bases: list[list[int]], a: int, b: int) -> Tensor:
+    def _block(self, table: Tensor, a: int, b: int) -> Tensor:
         n, _, _, c = self.shape
         ha, wb = self.heights[a], self.widths[b]
-        start = bases[a][b]
+        start = self.bases[a][b]
         return table[start : start + n * ha * wb].view(n, ha, wb, c)
 
-    def _build(self, x: Tensor, bases: list[list[int]]) -> None:
-        vals, args = self.values, self.argmax
-        self._block(vals, bases, 0, 0).copy_(x)
-        if args is not None:
-            n, h, w, c = self.shape
-            first = self._block(args, bases, 0, 0)
-            torch.arange(n * h * w * c, device=x.device, dtype=args.dtype, out=first.view(-1))
-        # Widen single rows left to right, then stack rows top to bottom. Both merge a window with
-        # the next one along the scan order, so "ties stay with the first" keeps the row-major
-        # first maximum (for the vertical merges because the windows span the same columns).
-        steps = [(0, b, 0, b - 1, 2) for b in range(1, len(self.widths))]
+    def _build(self) -> None:
+        # Widen single rows left to right, then stack rows top to bottom. Each block merges two
+        # disjoint windows, the first one earlier in scan order, so "ties stay with the first"
+        # keeps the row-major first maximum (for the vertical merges because both windows span
+        # the same columns).
+        steps = [(0, b, 2) for b in range(1, len(self.col_sizes))]
         steps += [
-            (a, b, a - 1, b, 1)
-            for a in range(1, len(self.heights))
-            for b in range(len(self.widths))
+            (a, b, 1) for a in range(1, len(self.row_sizes)) for b in range(len(self.col_sizes))
         ]
-        for a, b, src_a, src_b, axis in steps:
-            src = self._block(vals, bases, src_a, src_b)
-            dst = self._block(vals, bases, a, b)
-            shift = 2 ** (src_a if axis == 1 else src_b)
+        for a, b, axis in steps:
+            sizes = self.row_sizes if axis == 1 else self.col_sizes
+            index = a if axis == 1 else b
+            first_class, second_class = _halves(sizes, index)
+            shift = sizes[index] - sizes[second_class]
+            first_block = (first_class, b) if axis == 1 else (a, first_class)
+            second_block = (second_class, b) if axis == 1 else (a, second_class)
+            dst = self._block(self.table, a, b)
             length = dst.shape[axis]
-            first = src.narrow(axis, 0, length)
-            second = src.narrow(axis, shift, length)
-            if args is not None:
-                src_i = self._block(args, bases, src_a, src_b)
-                later = take_later(first, second)
+            first = self._block(self.table, *first_block).narrow(axis, 0, length)
+            second = self._block(self.table, *second_block).narrow(axis, shift, length)
+            if self.argmax is not None:
                 torch.where(
-                    later,
-                    src_i.narrow(axis, shift, length),
-                    src_i.narrow(axis, 0, length),
-                    out=self._block(args, bases, a, b),
+                    take_later(first, second),
+                    self._block(self.argmax, *second_block).narrow(axis, shift, length),
+                    self._block(self.argmax, *first_block).narrow(axis, 0, length),
+                    out=self._block(self.argmax, a, b),
                 )
-            torch.maximum(first, second, out=dst)
+            self._merge(first, second, out=dst)
+
+    def _merge(self, a: Tensor, b: Tensor, out: Tensor) -> Tensor:
+        """Elementwise "maximum" of two stored tensors (the minimum of packed keys)."""
+        if self.storage == "packed":
+            return torch.minimum(a, b, out=out)
+        return torch.maximum(a, b, out=out)
 
     def corner_rows(
         self,
@@ -132,73 +241,105 @@ class RangeMaxTable:
         col_start: Tensor,
         col_end: Tensor,
         may_be_empty: bool,
-    ) -> list[Tensor]:
-        """Table rows of the four windows covering each bin ``rows x cols`` of each region.
+    ) -> list[list[Tensor]]:
+        """Table rows of the windows covering each bin ``rows x cols`` of each region.
 
         Args:
             image: Tensor[K] int64 batch index of each region.
             row_start, row_end: Tensor[K, n] int64, the half-open row range of each bin row.
             col_start, col_end: Tensor[K, m] int64, the same for columns.
-            may_be_empty: whether some ranges may be empty; their bins then point at the zero row.
+            may_be_empty: whether some ranges may be empty; their bins then use the empty row.
 
         Returns:
-            Four Tensor[K * n * m] int64 (top-left, bottom-left, top-right, bottom-right).
+            ``corners[j][i]``: Tensor[K * n * m] int64 rows for column anchor ``j`` and row anchor
+            ``i`` (one or two of each).
         """
-        height = (row_end - row_start).clamp(min=1)
-        width = (col_end - col_start).clamp(min=1)
-        log_h = floor_log2(height, len(self.heights) - 1)
-        log_w = floor_log2(width, len(self.widths) - 1)
-        rows_top = image.unsqueeze(1) * self.height_of[log_h] + row_start
-        rows_bottom = rows_top + height - 2**log_h
-        block = self.base[log_h.unsqueeze(2), log_w.unsqueeze(1)]
-        stride = self.width_of[log_w].unsqueeze(1)
-        cols_left = col_start.unsqueeze(1)
-        cols_right = (col_end - 2**log_w).unsqueeze(1)
-        corners = []
-        for cols in (cols_left, cols_right):
-            for rows in (rows_top, rows_bottom):
-                corners.append(block + rows.unsqueeze(2) * stride + cols)
+        row_class, row_anchors = _anchors(row_start, row_end, self.row_size_of, self.exact_rows)
+        col_class, col_anchors = _anchors(col_start, col_end, self.col_size_of, self.exact_cols)
+        block = self.base[row_class.unsqueeze(2), col_class.unsqueeze(1)]
+        stride = self.width_of[col_class].unsqueeze(1)
+        first_row = image.unsqueeze(1) * self.height_of[row_class]
+        row_parts = [(first_row + anchor).unsqueeze(2) * stride for anchor in row_anchors]
+        empty = None
         if may_be_empty:
             empty = (row_end <= row_start).unsqueeze(2) | (col_end <= col_start).unsqueeze(1)
-            for index in corners:
-                index.masked_fill_(empty, self.empty_row)
-        return [index.view(-1) for index in corners]
+        corners = []
+        for anchor in col_anchors:
+            column = []
+            for rows in row_parts:
+                index = block + rows + anchor.unsqueeze(1)
+                if empty is not None:
+                    index.masked_fill_(empty, self.empty_row)
+                column.append(index.view(-1))
+            corners.append(column)
+        return corners
 
-    def rect_max(
-        self,
-        corners: list[Tensor],
-        shape: tuple[int, ...],
-        out: Tensor | None = None,
-        out_argmax: Tensor | None = None,
-    ) -> tuple[Tensor, Tensor | None]:
-        """Maximum (and its index, if the table has them) of each rectangle.
+    def query(self, corners: list[list[Tensor]], shape: tuple[int, ...]) -> Pooled:
+        """Maximum of each rectangle from the rows of :meth:`corner_rows`.
 
-        Args:
-            corners: the four row tensors of :meth:`corner_rows`.
-            shape: the shape of the result without the channel axis, e.g. ``(K, n, m)``.
-            out, out_argmax: optional destinations of shape ``(*shape, C)`` (any strides).
-
-        Returns:
-            ``(values, argmax)`` of shape ``(*shape, C)``; argmax is None without the index table.
+        ``shape`` is the result's shape without the channel axis, e.g. ``(K, n, m)``.
         """
-        c = self.shape[3]
-        full = (*shape, c)
-        top_left, bottom_left, top_right, bottom_right = (
-            self.values.index_select(0, index).view(full) for index in corners
-        )
-        if self.argmax is None:
-            left = torch.maximum(top_left, bottom_left, out=top_left)
-            right = torch.maximum(top_right, bottom_right, out=top_right)
-            return torch.maximum(left, right, out=out), None
-        i_tl, i_bl, i_tr, i_br = (
-            self.argmax.index_select(0, index).view(full) for index in corners
-        )
-        # Top and bottom windows span the same columns: ties stay with the top one.
-        left_i = torch.where(take_later(top_left, bottom_left), i_bl, i_tl, out=i_tl)
-        left = torch.maximum(top_left, bottom_left, out=top_left)
-        right_i = torch.where(take_later(top_right, bottom_right), i_br, i_tr, out=i_tr)
-        right = torch.maximum(top_right, bottom_right, out=top_right)
-        # Left and right windows overlap in columns: on ties the lower cell index wins.
-        later = take_lower_index(left, left_i, right, right_i)
-        arg = torch.where(later, right_i, left_i, out=out_argmax)
-        return torch.maximum(left, right, out=out), arg
+        full = (*shape, self.shape[3])
+        columns = []
+        for column in corners:
+            # Windows of one column anchor span the same columns: ties stay with the top one.
+            best = self.table.index_select(0, column[0]).view(full)
+            best_i = None
+            if self.argmax is not None:
+                best_i = self.argmax.index_select(0, column[0]).view(full)
+            for rows in column[1:]:
+                other = self.table.index_select(0, rows).view(full)
+                if best_i is not None:
+                    other_i = self.argmax.index_select(0, rows).view(full)
+                    torch.where(take_later(best, other), other_i, best_i, out=best_i)
+                self._merge(best, other, out=best)
+            columns.append(Pooled(best, best_i))
+        best, best_i = columns[0]
+        for other, other_i in columns[1:]:
+            # Column windows overlap: on ties the lower cell index wins.
+            if best_i is not None and other_i is not None:
+                later = take_lower_index(best, best_i, other, other_i)
+                torch.where(later, other_i, best_i, out=best_i)
+            self._merge(best, other, out=best)
+        return Pooled(best, best_i)
+
+    def coarsen(self, fine: Pooled, k: int) -> Pooled:
+        """Max over ``k x k`` blocks of bins ``fine`` [K, m, m, C] (m = k * n) -> [K, n, n, C].
+
+        Pairwise maxima of strided views: C stays the contiguous axis, so each is one vectorised
+        pass. Ties go to the lower cell index, as everywhere in the table.
+        """
+        regions, m, _, c = fine.main.shape
+        n = m // k
+        if self.storage == "values":
+            # One vectorised kernel: max_pool2d over bins, channels-last (NaN propagates).
+            pooled = F.max_pool2d(fine.main.permute(0, 3, 1, 2), k)
+            return Pooled(pooled.permute(0, 2, 3, 1))
+        blocks = fine.main.view(regions, n, k, n, k, c)
+        cells = None if fine.argmax is None else fine.argmax.view(regions, n, k, n, k, c)
+        best = blocks[:, :, 0, :, 0].clone()
+        best_i = None if cells is None else cells[:, :, 0, :, 0].clone()
+        for di in range(k):
+            for dj in range(k):
+                if di == dj == 0:
+                    continue
+                other = blocks[:, :, di, :, dj]
+                if cells is not None and best_i is not None:
+                    other_i = cells[:, :, di, :, dj]
+                    later = take_lower_index(best, best_i, other, other_i)
+                    torch.where(later, other_i, best_i, out=best_i)
+                self._merge(best, other, out=best)
+        return Pooled(best, best_i)
+
+    def write(self, pooled: Pooled, out: Tensor, out_argmax: Tensor | None) -> None:
+        """Write values into ``out`` and, if given, cell indices into ``out_argmax`` (strided)."""
+        if self.storage == "packed":
+            index = unpack_index(pooled.main)
+            out.copy_(self.flat_values.index_select(0, index.view(-1)).view(index.shape))
+            if out_argmax is not None:
+                out_argmax.copy_(index)
+            return
+        out.copy_(pooled.main)
+        if out_argmax is not None:
+            assert pooled.argmax is not None
+            out_argmax.copy_(pooled.argmax)

@@ -6,7 +6,6 @@ Regions are processed in chunks so that the working memory beyond the output sta
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
@@ -16,13 +15,18 @@ from torch.autograd.function import once_differentiable
 from sppnet.ops._bins import exact_bins, paper_window, round_bins
 from sppnet.ops._checks import coordinate_dtype
 from sppnet.ops._integral import IntegralTable
-from sppnet.ops._range_max import RangeMaxTable
+from sppnet.ops._range_max import Pooled, RangeMaxTable
 
 # Each temporary of a chunk holds at most this many elements (plus one region's worth): with four
 # corner gathers and two reductions alive at once, the working set beyond the output, the saved
 # arg-max and the per-map table is about 8 * CHUNK_ELEMENTS elements (64 MiB for float32, twice
 # that while also tracking arg-max indices for the backward pass).
 CHUNK_ELEMENTS = 2**21
+
+# The range-max table may use exact window sizes (fewer gathers) while it holds at most this many
+# values; past it, powers of two only (about N*C*H*W*log2(H)*log2(W) values).
+TABLE_CELLS = 2**25
+BUILD_COST = 4
 
 
 @dataclass(frozen=True)
@@ -55,17 +59,47 @@ def make_plan(levels: tuple[int, ...], derive: bool) -> list[LevelPlan]:
     return plan
 
 
-def table_depth(size: int, plan: list[LevelPlan], exact: bool) -> int:
-    """Largest ``a`` with ``2**a`` at most the tallest bin any region can have along an axis.
+def longest_side(size: int, plan: list[LevelPlan], exact: bool) -> int:
+    """The longest bin side (in cells) any region can have along an axis of ``size`` cells.
 
     With the paper's exact bins inside a window of at most ``size`` cells, a bin of level ``n``
     spans at most ``ceil(size / n) + 1`` cells; ``roi_pool``'s bins are only bounded by the map.
     """
-    tallest = size
-    if exact:
-        finest_read = min(level.n for level in plan if level.source is None)
-        tallest = min(size, -(-size // finest_read) + 1)
-    return math.floor(math.log2(tallest))
+    if not exact:
+        return size
+    finest_read = min(level.n for level in plan if level.source is None)
+    return min(size, -(-size // finest_read) + 1)
+
+
+def window_sizes(
+    height: int, width: int, plan: list[LevelPlan], regions: int, exact: bool, budget: int
+) -> tuple[list[int], list[int]]:
+    """Window sizes of the range-max table along rows and columns, by a simple cost model.
+
+    Per axis: powers of two (two gathers per bin side, ``log2`` blocks) or every size up to the
+    longest bin side (one gather, more blocks). Cost in units of one C-vector pass: building costs
+    ``BUILD_COST`` per block and cell (strided merges into fresh memory, measured about 4x a
+    gather on CPU), querying a bin ``g`` gathers and ``g - 1`` merges. The cheapest choice whose
+    table holds at most ``budget`` cells wins.
+    """
+    longest = (longest_side(height, plan, exact), longest_side(width, plan, exact))
+    bins = sum(level.n**2 for level in plan if level.source is None)
+    best = None
+    for exact_rows in (False, True):
+        for exact_cols in (False, True):
+            sizes = [
+                list(range(1, side + 1)) if exact_axis else [2**a for a in range(side.bit_length())]
+                for side, exact_axis in zip(longest, (exact_rows, exact_cols), strict=True)
+            ]
+            cells = sum((height - r + 1) * (width - c + 1) for r in sizes[0] for c in sizes[1])
+            gathers = (1 if exact_rows else 2) * (1 if exact_cols else 2)
+            cost = BUILD_COST * cells + regions * bins * (2 * gathers - 1)
+            if (cells <= budget or not (exact_rows or exact_cols)) and (
+                best is None or cost < best[0]
+            ):
+                best = (cost, sizes)
+    assert best is not None
+    return best[1][0], best[1][1]
 
 
 def _output_view(buffer: Tensor, offset: int, n: int, channels: int) -> Tensor:
@@ -110,19 +144,6 @@ def _chunk_size(channels: int, plan: list[LevelPlan]) -> int:
     return max(1, CHUNK_ELEMENTS // per_region)
 
 
-def _derive(values: Tensor, argmax: Tensor | None, k: int) -> tuple[Tensor, Tensor | None]:
-    """Max over ``k x k`` blocks of fine bins ``values`` [K, m, m, C] (m = k * n)."""
-    regions, m, _, c = values.shape
-    n = m // k
-    blocks = values.view(regions, n, k, n, k, c)
-    if argmax is None:
-        return blocks.amax(dim=(2, 4)), None
-    flat = blocks.permute(0, 1, 3, 5, 2, 4).reshape(regions, n, n, c, k * k)
-    best, which = flat.max(dim=4)  # first maximum in block order; NaN wins
-    cells = argmax.view(regions, n, k, n, k, c).permute(0, 1, 3, 5, 2, 4).reshape(flat.shape)
-    return best, cells.gather(4, which.unsqueeze(4)).squeeze(4)
-
-
 def roi_spp_forward(
     input: Tensor,
     image: Tensor,
@@ -135,7 +156,7 @@ def roi_spp_forward(
 ) -> tuple[Tensor, Tensor | None]:
     """Pool every region; returns the output [K, C * B] and, for max with ``with_argmax``, the
     channels-last flat index [K, C * B] of each output's source cell (N*H*W*C for empty bins)."""
-    _, channels, height, width = input.shape
+    n_img, channels, height, width = input.shape
     regions = image.shape[0]
     total_bins = sum(n * n for n in levels)
     out = input.new_empty((regions, channels * total_bins))
@@ -144,61 +165,48 @@ def roi_spp_forward(
     cl = input.permute(0, 2, 3, 1)
     argmax_out = None
     if mode == "max":
-        table = RangeMaxTable(
-            cl,
-            table_depth(height, plan, exact=mapping == "paper"),
-            table_depth(width, plan, exact=mapping == "paper"),
-            with_argmax,
+        row_sizes, col_sizes = window_sizes(
+            height,
+            width,
+            plan,
+            regions,
+            mapping == "paper",
+            TABLE_CELLS // max(1, n_img * channels),
         )
+        table = RangeMaxTable(cl, row_sizes, col_sizes, with_argmax)
         if with_argmax:
-            assert table.argmax is not None
-            argmax_out = torch.empty(out.shape, dtype=table.argmax.dtype, device=input.device)
+            index_dtype = torch.int32 if cl.numel() < 2**31 - 1 else torch.int64
+            argmax_out = torch.empty(out.shape, dtype=index_dtype, device=input.device)
     else:
         table = IntegralTable(cl, coordinate_dtype(input.device))
     if regions == 0:
         return out, argmax_out
     geometry = _Geometry(image, coords, spatial_scale, mapping, height, width)
+    sources = {level.source for level in plan}
     step = _chunk_size(channels, plan)
     for lo in range(0, regions, step):
         hi = min(lo + step, regions)
-        computed: dict[int, tuple[Tensor, Tensor | None]] = {}
-        needed_as_source = {level.source for level in plan}
+        pooled: dict[int, Pooled] = {}
         for level in plan:
             n = level.n
             dests = [_output_view(out[lo:hi], off, n, channels) for off in level.offsets]
-            arg_dests = (
-                [_output_view(argmax_out[lo:hi], off, n, channels) for off in level.offsets]
-                if argmax_out is not None
-                else [None] * len(dests)
-            )
-            keep = n in needed_as_source
-            if level.source is not None:
-                vals, args = _derive(*computed[level.source], level.source // n)
-                dests[0].copy_(vals)
-                if args is not None:
-                    arg_dests[0].copy_(args)
-            elif mode == "max":
-                assert isinstance(table, RangeMaxTable)
-                edges = geometry.bins(n, lo, hi)
-                corners = table.corner_rows(image[lo:hi], *edges, may_be_empty=mapping == "round")
-                vals, args = table.rect_max(
-                    corners,
-                    (hi - lo, n, n),
-                    out=None if keep else dests[0],
-                    out_argmax=None if keep else arg_dests[0],
-                )
-                if keep:
-                    dests[0].copy_(vals)
-                    if args is not None:
-                        arg_dests[0].copy_(args)
+            arg_dests: list[Tensor | None] = [None] * len(dests)
+            if argmax_out is not None:
+                arg_dests = [_output_view(argmax_out[lo:hi], o, n, channels) for o in level.offsets]
+            if isinstance(table, IntegralTable):
+                corners, count = table.corner_rows(image[lo:hi], *geometry.bins(n, lo, hi))
+                table.rect_mean(corners, count, dests[0])
             else:
-                assert isinstance(table, IntegralTable)
-                edges = geometry.bins(n, lo, hi)
-                corners, count = table.corner_rows(image[lo:hi], *edges)
-                vals = table.rect_mean(corners, count, dests[0])
-                args = None
-            if keep:
-                computed[n] = (vals, args)
+                if level.source is not None:
+                    result = table.coarsen(pooled[level.source], level.source // n)
+                else:
+                    corners = table.corner_rows(
+                        image[lo:hi], *geometry.bins(n, lo, hi), may_be_empty=mapping == "round"
+                    )
+                    result = table.query(corners, (hi - lo, n, n))
+                if n in sources:
+                    pooled[n] = result
+                table.write(result, dests[0], arg_dests[0])
             for dest, arg_dest in zip(dests[1:], arg_dests[1:], strict=True):
                 dest.copy_(dests[0])
                 if arg_dest is not None:

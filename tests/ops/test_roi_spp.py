@@ -274,8 +274,8 @@ def test_module_and_package_exports():
     assert sppnet.roi_spp is roi_spp and sppnet.RoISpatialPyramidPooling is RoISpatialPyramidPooling
 
 
-def test_table_depth_covers_every_paper_bin():
-    """The paper mapping's table stops at ceil(size/n)+1 cells; no bin may be taller."""
+def test_longest_side_covers_every_paper_bin():
+    """The paper mapping's table stops at ceil(size/n)+1 cells; no bin may be longer."""
     from sppnet.ops._bins import exact_bins, paper_window
 
     for size in range(1, 60):
@@ -283,9 +283,28 @@ def test_table_depth_covers_every_paper_bin():
         hi = lo.flip(0)
         first, end = paper_window(lo, hi, 1 / 16, size)
         for n in (1, 2, 3, 4, 6):
+            plan = _roi_spp_autograd.make_plan((n,), derive=True)
             s, e = exact_bins(first, end, n)
-            assert int((e - s).max()) <= min(size, -(-size // n) + 1)
+            assert int((e - s).max()) <= _roi_spp_autograd.longest_side(size, plan, exact=True)
             assert int((e - s).min()) >= 1
+
+
+@pytest.mark.parametrize("cells", [0, 2**25])
+@pytest.mark.parametrize("regions", [1, 5000])
+def test_every_window_choice_gives_the_same_result(monkeypatch, cells, regions):
+    """Powers of two or exact window sizes, per axis: the table layout never changes a value."""
+    monkeypatch.setattr(_roi_spp_autograd, "TABLE_CELLS", cells)
+    gen = torch.Generator().manual_seed(regions)
+    x = torch.randn(2, 3, 19, 23, generator=gen)
+    boxes = make_boxes(gen, 40, 2, 19, 23, 16.0)
+    rows, cols = _roi_spp_autograd.window_sizes(
+        19, 23, _roi_spp_autograd.make_plan((6, 3, 2, 1), True), regions, True, cells // 6
+    )
+    exact = rows == [1, 2, 3, 4, 5] or cols == [1, 2, 3, 4, 5]
+    assert exact == (regions > 1 and cells > 0)  # both layouts get exercised
+    for mapping in ("paper", "round"):
+        want = roi_spp_reference(x.numpy(), boxes.numpy(), (6, 3, 2, 1), 1 / 16, "max", mapping)
+        np.testing.assert_array_equal(roi_spp(x, boxes, (6, 3, 2, 1), 1 / 16, "max", mapping), want)
 
 
 # --- bad input -------------------------------------------------------------------------------
