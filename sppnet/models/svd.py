@@ -51,9 +51,10 @@ def svd_linear(linear: nn.Linear, rank: int) -> nn.Sequential:
     """
     _check_rank(linear, rank, "svd_linear")
     weight = linear.weight.detach()
-    # The decomposition runs in float64 so that half-precision layers do not lose the small singular
-    # values; the factors are cast back to the layer's dtype.
-    u, s, vh = torch.linalg.svd(weight.double(), full_matrices=False)
+    # Half-precision layers are decomposed in float32 (LAPACK has no half SVD); the factors are
+    # cast back to the layer's dtype.
+    work = weight if weight.dtype in (torch.float32, torch.float64) else weight.float()
+    u, s, vh = torch.linalg.svd(work, full_matrices=False)
     factory = {"device": weight.device, "dtype": weight.dtype}
     first = nn.Linear(linear.in_features, rank, bias=False, **factory)
     second = nn.Linear(rank, linear.out_features, bias=linear.bias is not None, **factory)
