@@ -14,6 +14,7 @@ Exit status: 0 done, 130 interrupted (checkpoint saved), 3 non-finite loss.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 
@@ -21,7 +22,7 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from sppnet.engine.distributed import unwrap_model
+from sppnet.engine.distributed import get_rank, unwrap_model
 from sppnet.engine.trainer import NonFiniteLossError, TrainConfig, Trainer, TrainingInterrupted
 from sppnet.utils.seed import seed_everything
 
@@ -60,6 +61,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--resume", action="store_true")
     p.add_argument("--plain-loss", action="store_true", help="no random per-sample weights")
     p.add_argument(
+        "--crash-at",
+        type=int,
+        default=0,
+        help="on the first attempt under torchrun, rank 1 dies (os._exit) on this call",
+    )
+    p.add_argument(
         "--mixed-call",
         action="store_true",
         help="every other step, call the unwrapped module (bypassing DDP's forward)",
@@ -86,6 +93,12 @@ def main(argv: list[str] | None = None) -> int:
         net = unwrap_model(model) if args.mixed_call and calls["n"] % 2 == 0 else model
         ce = nn.functional.cross_entropy(net(x), y, reduction="none")
         loss = (w * ce).sum() / w.sum()
+        if (
+            calls["n"] == args.crash_at
+            and get_rank() == 1
+            and os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") == "0"
+        ):
+            os._exit(17)  # a hard crash: no exception handling, no checkpoint
         if calls["n"] == args.nan_at:
             loss = loss * float("nan")
         return {"loss": loss, "ce": ce.mean().detach()}
