@@ -360,7 +360,8 @@ class Trainer:
         self.checkpoint_dir = self.output_dir / "checkpoints"
         self.log_path = self.output_dir / "log.jsonl"
 
-        dist_utils.init_distributed()
+        on_cpu = config.device is not None and torch.device(config.device).type == "cpu"
+        dist_utils.init_distributed(backend="gloo" if on_cpu else None)
         self.rank = dist_utils.get_rank()
         self.world_size = dist_utils.get_world_size()
         self.device = torch.device(config.device) if config.device else dist_utils.process_device()
