@@ -1,0 +1,310 @@
+"""The SPP op's speed, side by side: ``roi_spp`` vs ``roi_pool`` per level vs a per-region loop.
+
+For each configuration (regions K, channels C, levels) one feature map Tensor[1, C, 38, 50] (the
+conv5 map of a 600 x 800 image at stride 16) and K seeded synthetic proposals are pooled by:
+
+- ``ours``: :func:`sppnet.ops.roi_spp` (paper mapping, max);
+- ``roi_pool``: ``torchvision.ops.roi_pool`` called once per level and concatenated;
+- ``loop``: a Python loop over regions, each window cropped (paper mapping) and pooled by
+  ``adaptive_max_pool2d`` per level, as today's PyTorch SPP layers do.
+
+Each is timed forward and forward+backward (gradient of the sum w.r.t. the map), as the median of
+``repeats`` runs after one warm-up (the loop, much slower, gets ``loop_repeats`` and no warm-up);
+all methods of a configuration run back to back in the same process, so the ratios hold under a
+shared machine's noise. Proposals: widths and heights log-uniform in [16, 800] and [16, 600]
+pixels, positions uniform inside the image (seed 0), a stand-in for selective search's boxes.
+
+Also reported: the bytes the op must read at least (the map once plus the boxes), the bytes of
+its output, and the peak resident memory above the start of ``ours`` forward (sampled; CUDA: the
+allocator's peak).
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+import torchvision
+from torch import Tensor
+
+from sppnet.ops import roi_spp
+from sppnet.ops._bins import paper_window
+
+IMAGE_SIZE = (600, 800)  # (height, width) pixels
+STRIDE = 16
+MAP_SIZE = (38, 50)  # conv5 of a 600 x 800 image (AlexNet/ZF, VGG16)
+
+# Stable JSON keys of one row (see docs/ops.md).
+ROW_KEYS = (
+    "regions",
+    "channels",
+    "levels",
+    "ours_forward_ms",
+    "roi_pool_forward_ms",
+    "loop_forward_ms",
+    "ours_forward_backward_ms",
+    "roi_pool_forward_backward_ms",
+    "loop_forward_backward_ms",
+    "forward_speedup_vs_roi_pool",
+    "forward_backward_speedup_vs_roi_pool",
+    "forward_speedup_vs_loop",
+    "forward_backward_speedup_vs_loop",
+    "min_read_mb",
+    "output_mb",
+    "ours_peak_mb",
+)
+
+
+@dataclass(frozen=True)
+class OpsBenchSettings:
+    """What to measure. ``loop_max_regions`` skips the loop above that K (None: never)."""
+
+    regions: Sequence[int] = (300, 2000, 8000)
+    channels: Sequence[int] = (256, 512)
+    levels: Sequence[tuple[int, ...]] = ((4, 2, 1), (6, 3, 2, 1))
+    repeats: int = 3
+    loop_repeats: int = 1
+    loop_max_regions: int | None = None
+    device: str = "cpu"
+    seed: int = 0
+
+    @classmethod
+    def quick(cls) -> OpsBenchSettings:
+        """A sub-minute run: K = 300, C = 256, both pyramids."""
+        return cls(regions=(300,), channels=(256,), repeats=3, loop_repeats=1)
+
+
+def proposals(count: int, seed: int = 0, device: str = "cpu") -> Tensor:
+    """Tensor[count, 5] seeded synthetic proposals on a 600 x 800 image (see the module doc)."""
+    gen = torch.Generator().manual_seed(seed)
+    height, width = IMAGE_SIZE
+    log_lo = math.log(16.0)
+    w = torch.exp(log_lo + torch.rand(count, generator=gen) * (math.log(width) - log_lo))
+    h = torch.exp(log_lo + torch.rand(count, generator=gen) * (math.log(height) - log_lo))
+    x1 = torch.rand(count, generator=gen) * (width - w)
+    y1 = torch.rand(count, generator=gen) * (height - h)
+    boxes = torch.stack([torch.zeros(count), x1, y1, x1 + w, y1 + h], dim=1)
+    return boxes.to(device)
+
+
+def _ours(x: Tensor, boxes: Tensor, levels: tuple[int, ...]) -> Tensor:
+    return roi_spp(x, boxes, levels, 1 / STRIDE, "max", "paper")
+
+
+def _roi_pool_per_level(x: Tensor, boxes: Tensor, levels: tuple[int, ...]) -> Tensor:
+    pooled = [torchvision.ops.roi_pool(x, boxes, n, 1 / STRIDE).flatten(1) for n in levels]
+    return torch.cat(pooled, dim=1)
+
+
+def _loop(x: Tensor, boxes: Tensor, levels: tuple[int, ...]) -> Tensor:
+    """Per-region Python loop over ``adaptive_max_pool2d`` (the paper mapping's windows)."""
+    height, width = x.shape[2:]
+    coords = boxes[:, 1:].double()
+    rows = paper_window(coords[:, 1], coords[:, 3], 1 / STRIDE, height)
+    cols = paper_window(coords[:, 0], coords[:, 2], 1 / STRIDE, width)
+    windows = torch.stack([boxes[:, 0].long(), rows[0], rows[1], cols[0], cols[1]], 1).tolist()
+    out = []
+    for b, r0, r1, c0, c1 in windows:
+        crop = x[b, :, r0:r1, c0:c1]
+        out.append(torch.cat([F.adaptive_max_pool2d(crop, n).flatten() for n in levels]))
+    return torch.stack(out) if out else x.new_zeros((0, x.shape[1] * sum(n * n for n in levels)))
+
+
+def _median_ms(
+    fn: Callable[[], Any], repeats: int, device: torch.device, warmup: bool = True
+) -> float:
+    if warmup:
+        fn()
+    times = []
+    for _ in range(repeats):
+        _sync(device)
+        start = time.perf_counter()
+        fn()
+        _sync(device)
+        times.append(time.perf_counter() - start)
+    return 1e3 * statistics.median(times)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _forward_backward(pool: Callable[..., Tensor], x: Tensor, *args: Any) -> Callable[[], None]:
+    def run() -> None:
+        leaf = x.detach().requires_grad_(True)
+        pool(leaf, *args).sum().backward()
+
+    return run
+
+
+def _rss_bytes() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * 4096
+
+
+def peak_memory_mb(fn: Callable[[], Any], device: torch.device) -> float | None:
+    """Peak memory of ``fn`` above its start, in MB: CUDA allocator peak, or sampled RSS on
+    Linux CPUs (every 0.5 ms; None where /proc is missing)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        base = torch.cuda.memory_allocated(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        fn()
+        torch.cuda.synchronize(device)
+        return (torch.cuda.max_memory_allocated(device) - base) / 2**20
+    try:
+        base = _rss_bytes()
+    except OSError:
+        return None
+    peak = [base]
+    done = threading.Event()
+
+    def sample() -> None:
+        while not done.is_set():
+            peak[0] = max(peak[0], _rss_bytes())
+            time.sleep(0.0005)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    try:
+        result = fn()  # held until measured: the output is part of the op's footprint
+        peak[0] = max(peak[0], _rss_bytes())
+        del result
+    finally:
+        done.set()
+        sampler.join()
+    return (peak[0] - base) / 2**20
+
+
+@dataclass
+class OpsRow:
+    regions: int
+    channels: int
+    levels: list[int]
+    ours_forward_ms: float
+    roi_pool_forward_ms: float
+    loop_forward_ms: float | None
+    ours_forward_backward_ms: float
+    roi_pool_forward_backward_ms: float
+    loop_forward_backward_ms: float | None
+    forward_speedup_vs_roi_pool: float
+    forward_backward_speedup_vs_roi_pool: float
+    forward_speedup_vs_loop: float | None
+    forward_backward_speedup_vs_loop: float | None
+    min_read_mb: float
+    output_mb: float
+    ours_peak_mb: float | None
+
+
+def measure(
+    regions: int, channels: int, levels: tuple[int, ...], settings: OpsBenchSettings
+) -> OpsRow:
+    """One configuration, all methods interleaved in this process."""
+    device = torch.device(settings.device)
+    gen = torch.Generator().manual_seed(settings.seed)
+    x = torch.randn(1, channels, *MAP_SIZE, generator=gen).to(device)
+    boxes = proposals(regions, settings.seed, settings.device)
+    rep = settings.repeats
+    ours_f = _median_ms(lambda: _ours(x, boxes, levels), rep, device)
+    tv_f = _median_ms(lambda: _roi_pool_per_level(x, boxes, levels), rep, device)
+    ours_fb = _median_ms(_forward_backward(_ours, x, boxes, levels), rep, device)
+    tv_fb = _median_ms(_forward_backward(_roi_pool_per_level, x, boxes, levels), rep, device)
+    loop_f = loop_fb = None
+    if settings.loop_max_regions is None or regions <= settings.loop_max_regions:
+        # The loop runs the same small kernels as the warm-ups before it: no warm-up of its own.
+        loop_f = _median_ms(
+            lambda: _loop(x, boxes, levels), settings.loop_repeats, device, warmup=False
+        )
+        loop_fb = _median_ms(
+            _forward_backward(_loop, x, boxes, levels), settings.loop_repeats, device, False
+        )
+    bins = sum(n * n for n in levels)
+    item = x.element_size()
+    return OpsRow(
+        regions=regions,
+        channels=channels,
+        levels=list(levels),
+        ours_forward_ms=ours_f,
+        roi_pool_forward_ms=tv_f,
+        loop_forward_ms=loop_f,
+        ours_forward_backward_ms=ours_fb,
+        roi_pool_forward_backward_ms=tv_fb,
+        loop_forward_backward_ms=loop_fb,
+        forward_speedup_vs_roi_pool=tv_f / ours_f,
+        forward_backward_speedup_vs_roi_pool=tv_fb / ours_fb,
+        forward_speedup_vs_loop=None if loop_f is None else loop_f / ours_f,
+        forward_backward_speedup_vs_loop=None if loop_fb is None else loop_fb / ours_fb,
+        min_read_mb=(x.numel() * item + boxes.numel() * boxes.element_size()) / 2**20,
+        output_mb=regions * channels * bins * item / 2**20,
+        ours_peak_mb=peak_memory_mb(lambda: _ours(x, boxes, levels), device),
+    )
+
+
+def run_benchmark(
+    settings: OpsBenchSettings, progress: Callable[[str], None] | None = None
+) -> dict[str, Any]:
+    """Every configuration of ``settings``; returns ``{"settings": ..., "rows": [...]}``."""
+    rows = []
+    for channels in settings.channels:
+        for levels in settings.levels:
+            for regions in settings.regions:
+                if progress is not None:
+                    progress(f"K={regions} C={channels} levels={levels}")
+                rows.append(asdict(measure(regions, channels, tuple(levels), settings)))
+    return {
+        "settings": {
+            **asdict(settings),
+            "levels": [list(lv) for lv in settings.levels],
+            "map": [1, "C", *MAP_SIZE],
+            "image": list(IMAGE_SIZE),
+            "stride": STRIDE,
+            "torch_threads": torch.get_num_threads(),
+            "torch": torch.__version__,
+            "torchvision": torchvision.__version__,
+        },
+        "rows": rows,
+    }
+
+
+def _fmt(value: float | None, digits: int = 0) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def format_table(result: dict[str, Any]) -> str:
+    """The markdown table of :func:`run_benchmark`'s rows (times in ms, medians)."""
+    head = (
+        "| C | levels | K | ours fwd | roi_pool fwd | loop fwd | ours f+b | roi_pool f+b "
+        "| loop f+b | fwd x roi_pool | f+b x roi_pool | fwd x loop | f+b x loop "
+        "| min read MB | out MB | ours peak MB |"
+    )
+    lines = [head, "|" + "---|" * 16]
+    for r in result["rows"]:
+        levels = "(" + ",".join(str(n) for n in r["levels"]) + ")"
+        cells = [
+            str(r["channels"]),
+            levels,
+            str(r["regions"]),
+            _fmt(r["ours_forward_ms"]),
+            _fmt(r["roi_pool_forward_ms"]),
+            _fmt(r["loop_forward_ms"]),
+            _fmt(r["ours_forward_backward_ms"]),
+            _fmt(r["roi_pool_forward_backward_ms"]),
+            _fmt(r["loop_forward_backward_ms"]),
+            _fmt(r["forward_speedup_vs_roi_pool"], 1),
+            _fmt(r["forward_backward_speedup_vs_roi_pool"], 1),
+            _fmt(r["forward_speedup_vs_loop"], 0),
+            _fmt(r["forward_backward_speedup_vs_loop"], 0),
+            _fmt(r["min_read_mb"], 1),
+            _fmt(r["output_mb"], 1),
+            _fmt(r["ours_peak_mb"], 0),
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
