@@ -4,6 +4,8 @@
 - :mod:`sppnet.engine.trainer`: :class:`Trainer`, the crash-safe training loop the training
   commands run on.
 - :mod:`sppnet.engine.distributed`: torchrun set-up and rank helpers (``get_rank``, ``shard``...).
+- :mod:`sppnet.engine.sampling`: the Trainer's reproducible data order (per-sample seeding).
+- :mod:`sppnet.engine.signals`: SIGINT/SIGTERM as a request to stop at the next step.
 """
 
 from sppnet.engine.checkpoint import (

@@ -69,7 +69,7 @@ import os
 import shutil
 import sys
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -88,9 +88,10 @@ from sppnet.engine.checkpoint import (
     prune_checkpoints,
     save_checkpoint,
 )
+from sppnet.engine.sampling import EpochBatches, SeededCollate, SeededDataset
 from sppnet.engine.signals import GracefulStop, ignore_stop_signals
 from sppnet.utils.atomic import atomic_write_json, atomic_write_text
-from sppnet.utils.seed import capture_rng_state, derive_seed, restore_rng_state, seeded
+from sppnet.utils.seed import capture_rng_state, derive_seed, restore_rng_state
 
 __all__ = [
     "FitResult",
@@ -233,58 +234,6 @@ def move_to_device(batch: Any, device: torch.device) -> Any:
     return batch
 
 
-class _SeededDataset(Dataset):
-    """Loads ``dataset[index]`` with the global RNGs seeded from ``(seed, epoch, index)``.
-
-    Keys are ``(epoch, index)`` pairs; items come back as ``(epoch, index, item)`` for
-    :class:`_SeededCollate`. The caller's RNG state is restored after each item.
-    """
-
-    def __init__(self, dataset: Dataset, seed: int) -> None:
-        self.dataset = dataset
-        self.seed = seed
-
-    def __len__(self) -> int:
-        return len(self.dataset)  # type: ignore[arg-type]
-
-    def __getitem__(self, key: tuple[int, int]) -> tuple[int, int, Any]:
-        epoch, index = key
-        with seeded(derive_seed(self.seed, epoch, index)):
-            return epoch, index, self.dataset[index]
-
-
-class _EpochBatches:
-    """Batches of ``(epoch, index)`` keys over ``indices``, from batch ``start`` on (lazy)."""
-
-    def __init__(
-        self, indices: list[int], epoch: int, batch_size: int, start: int, drop_last: bool
-    ) -> None:
-        self.indices, self.epoch, self.batch_size = indices, epoch, batch_size
-        self.start, self.drop_last = start, drop_last
-
-    def __len__(self) -> int:
-        n, b = len(self.indices), self.batch_size
-        return max(0, (n // b if self.drop_last else math.ceil(n / b)) - self.start)
-
-    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
-        b = self.batch_size
-        for k in range(self.start, self.start + len(self)):
-            yield [(self.epoch, i) for i in self.indices[k * b : (k + 1) * b]]
-
-
-class _SeededCollate:
-    """Calls ``collate_fn`` on the items with the RNGs seeded from the batch's first sample."""
-
-    def __init__(self, collate_fn: Callable[[list[Any]], Any], seed: int) -> None:
-        self.collate_fn = collate_fn
-        self.seed = seed
-
-    def __call__(self, items: list[tuple[int, int, Any]]) -> Any:
-        epoch, index, _ = items[0]
-        with seeded(derive_seed(self.seed, epoch, index, 1)):
-            return self.collate_fn([item for _, _, item in items])
-
-
 class Trainer:
     """The training loop; see the module docstring for what it guarantees.
 
@@ -425,13 +374,13 @@ class Trainer:
             if hasattr(obj, "set_epoch"):
                 obj.set_epoch(epoch)
         self._sampler.set_epoch(epoch)
-        batches = _EpochBatches(
+        batches = EpochBatches(
             list(self._sampler), epoch, self.config.batch_size, start_batch, self.config.drop_last
         )
         return DataLoader(
-            _SeededDataset(self.dataset, self.config.seed),
+            SeededDataset(self.dataset, self.config.seed),
             batch_sampler=batches,
-            collate_fn=_SeededCollate(self.collate_fn, self.config.seed),
+            collate_fn=SeededCollate(self.collate_fn, self.config.seed),
             num_workers=self.config.num_workers,
             worker_init_fn=ignore_stop_signals if self.config.num_workers > 0 else None,
             pin_memory=self.device.type == "cuda",
