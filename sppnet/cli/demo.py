@@ -240,8 +240,7 @@ def run(args: argparse.Namespace) -> int:
     t = time.perf_counter()
     five = scaled_scales(detector.config.scales[0])
     multi = copy.deepcopy(detector)
-    multi.config = multi.config.replace(scales=five)
-    multi.transform.scales = five
+    multi.set_scales(five)
     preds5, _ = predict_variants(multi, test, heads, box_regression=(True,), progress=progress)
     for name, p in preds5.items():
         variants[f"{name}/5_scales_test"] = _variant_summary(

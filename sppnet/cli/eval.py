@@ -123,8 +123,7 @@ def run(args: argparse.Namespace) -> int:
         classes = read_classes(root, detector.config.class_names)
         dataset = VOCDetection(root, args.split, classes)
         if args.scales:
-            detector.config = detector.config.replace(scales=tuple(args.scales))
-            detector.transform.scales = tuple(args.scales)
+            detector.set_scales(args.scales)
     except (ValueError, FileNotFoundError) as err:
         print(f"sppnet eval: {err}", file=sys.stderr)
         return 2

@@ -319,6 +319,12 @@ class SPPNetDetector(nn.Module):
         self.config = self.config.replace(scoring=scoring)
         self.postprocess.score_threshold = threshold
 
+    def set_scales(self, scales: Sequence[int]) -> None:
+        """Use other scales (shorter sides in pixels) from now on, e.g. five at test time for a
+        model trained at one; updates the config and the transform together."""
+        self.config = self.config.replace(scales=tuple(int(s) for s in scales))
+        self.transform.scales = self.config.scales
+
     # ------------------------------------------------------------------ stages
     def compute_features(
         self, images: Sequence[Tensor], scales: Sequence[int] | None = None
