@@ -182,7 +182,6 @@ def _subset(dataset: DigitsDataset, limit: int) -> DigitsDataset:
 
 def run(config: ExperimentConfig, work_dir: Path | None = None) -> dict[str, Any]:
     """Train and test every variant for every seed; returns the JSON-able results."""
-    torch.set_num_threads(min(2, torch.get_num_threads()))
     train, test = DigitsDataset("train"), DigitsDataset("test")
     if config.train_limit:
         train = _subset(train, config.train_limit)
@@ -196,26 +195,63 @@ def run(config: ExperimentConfig, work_dir: Path | None = None) -> dict[str, Any
                 outcome = run_variant(variant, seed, config, train, test, Path(work_dir or tmp))
                 print(json.dumps(outcome), file=sys.stderr, flush=True)
                 runs.append(outcome)
+    return summarize(_config_json(config), runs, len(train), len(test))
+
+
+def _config_json(config: ExperimentConfig) -> dict[str, Any]:
+    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(config).items()}
+
+
+def summarize(
+    config: dict[str, Any], runs: list[dict[str, Any]], num_train: int, num_test: int
+) -> dict[str, Any]:
+    """Per-variant mean / min / max accuracy over the seeds of ``runs``."""
     summary = {}
-    columns = [str(s) for s in config.test_sizes] + [_wide_key(s) for s in config.wide_sizes]
-    for variant in variants:
+    columns = _columns(config)
+    for variant in VARIANTS:
         mine = [r for r in runs if r["variant"] == variant.name]
+        if not mine:
+            continue
         sizes = list(variant.sizes)
         summary[variant.name] = {
             "label": variant.label,
             "train_sizes": sizes if len(sizes) <= 4 else [sizes[0], sizes[-1]],
             "policy": variant.policy,
+            "seeds": sorted(r["seed"] for r in mine),
             "accuracy_mean": {c: statistics.fmean(r["accuracy"][c] for r in mine) for c in columns},
             "accuracy_min": {c: min(r["accuracy"][c] for r in mine) for c in columns},
             "accuracy_max": {c: max(r["accuracy"][c] for r in mine) for c in columns},
         }
+    seeds = sorted({r["seed"] for r in runs})
     return {
-        "config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(config).items()},
-        "num_train": len(train),
-        "num_test": len(test),
+        "config": {**config, "seeds": seeds, "variants": list(summary)},
+        "num_train": num_train,
+        "num_test": num_test,
         "summary": summary,
         "runs": runs,
     }
+
+
+def merge(results: list[dict[str, Any]]) -> dict[str, Any]:
+    """Combine results of runs made separately (other variants or seeds, same settings).
+
+    Raises:
+        ValueError: the runs differ in a setting other than ``seeds``/``variants``, or repeat
+            a (variant, seed) pair.
+    """
+
+    def settings(r: dict[str, Any]) -> dict[str, Any]:
+        return {k: v for k, v in r["config"].items() if k not in ("seeds", "variants")}
+
+    first = results[0]
+    for other in results[1:]:
+        if settings(other) != settings(first) or other["num_test"] != first["num_test"]:
+            raise ValueError("merge: the results were made with different settings")
+    runs = [run for r in results for run in r["runs"]]
+    pairs = [(r["variant"], r["seed"]) for r in runs]
+    if len(set(pairs)) != len(pairs):
+        raise ValueError("merge: a (variant, seed) pair appears twice")
+    return summarize(first["config"], runs, first["num_train"], first["num_test"])
 
 
 def markdown_table(results: dict[str, Any]) -> str:
@@ -257,28 +293,52 @@ def markdown_table(results: dict[str, Any]) -> str:
 
 
 def plot(results: dict[str, Any], path: Path) -> None:
+    """Accuracy against test size (left) and on wide canvases (right), one colour per variant."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import NullLocator
 
-    sizes = results["config"]["test_sizes"]
-    figure, axes = plt.subplots(figsize=(6.4, 4.0), dpi=120)
-    for row in results["summary"].values():
+    config = results["config"]
+    sizes = config["test_sizes"]
+    wide = [_wide_key(s) for s in config["wide_sizes"]]
+    several = len(config["seeds"]) > 1
+    figure, (left, right) = plt.subplots(
+        1, 2, figsize=(9.0, 4.0), dpi=120, gridspec_kw={"width_ratios": [3, 1.4]}
+    )
+    rows = list(results["summary"].values())
+    bar_width = 0.8 / max(1, len(rows))
+    for k, row in enumerate(rows):
         mean = [100 * row["accuracy_mean"][str(s)] for s in sizes]
-        low = [100 * row["accuracy_min"][str(s)] for s in sizes]
-        high = [100 * row["accuracy_max"][str(s)] for s in sizes]
-        (line,) = axes.plot(sizes, mean, marker="o", label=row["label"])
-        if len(results["config"]["seeds"]) > 1:
-            axes.fill_between(sizes, low, high, color=line.get_color(), alpha=0.15)
-    axes.set_xscale("log")
-    axes.set_xticks(sizes)
-    axes.set_xticklabels([str(s) for s in sizes])
-    axes.set_xlabel("digit size at test time (px)")
-    axes.set_ylabel("test accuracy (%)")
-    axes.set_title("SPP multi-size vs single-size vs fixed-input (MNIST 5k)")
-    axes.grid(True, alpha=0.3)
-    axes.legend(fontsize=8)
+        (line,) = left.plot(sizes, mean, marker="o", label=row["label"])
+        if several:
+            low = [100 * row["accuracy_min"][str(s)] for s in sizes]
+            high = [100 * row["accuracy_max"][str(s)] for s in sizes]
+            left.fill_between(sizes, low, high, color=line.get_color(), alpha=0.15)
+        heights = [100 * row["accuracy_mean"][c] for c in wide]
+        positions = [i + (k - (len(rows) - 1) / 2) * bar_width for i in range(len(wide))]
+        errors = None
+        if several:
+            errors = [
+                [h - 100 * row["accuracy_min"][c] for h, c in zip(heights, wide, strict=True)],
+                [100 * row["accuracy_max"][c] - h for h, c in zip(heights, wide, strict=True)],
+            ]
+        right.bar(positions, heights, bar_width, color=line.get_color(), yerr=errors, capsize=2)
+    left.set_xscale("log")
+    left.xaxis.set_minor_locator(NullLocator())
+    left.set_xticks(sizes)
+    left.set_xticklabels([str(s) for s in sizes])
+    left.set_xlabel("digit size at test time (px, square image)")
+    left.set_ylabel("test accuracy (%)")
+    left.grid(True, alpha=0.3)
+    left.legend(fontsize=8, loc="lower left")
+    right.set_xticks(range(len(wide)))
+    right.set_xticklabels([f"{c.split('x')[0]} px on\n{c.replace('x', ' x ')}" for c in wide])
+    right.set_ylim(0, 100)
+    right.set_title("wide canvases", fontsize=10)
+    right.grid(True, axis="y", alpha=0.3)
+    figure.suptitle("SPP multi-size vs single-size vs fixed-input (warp), MNIST 5k", fontsize=11)
     figure.tight_layout()
     with atomic_write(path, "wb") as f:
         figure.savefig(f, format="png")
@@ -297,6 +357,7 @@ def main(argv: list[str] | None = None) -> int:
         choices=[v.name for v in VARIANTS],
         default=[v.name for v in VARIANTS],
     )
+    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
     parser.add_argument(
         "--out",
         type=Path,
@@ -304,23 +365,34 @@ def main(argv: list[str] | None = None) -> int:
         help="directory for multisize.md, multisize.json, multisize.png",
     )
     parser.add_argument("--json", type=Path, help="also write the results JSON here")
-    args = parser.parse_args(argv)
-    config = ExperimentConfig(
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        seeds=tuple(args.seeds),
-        variants=tuple(args.variants),
+    parser.add_argument(
+        "--merge",
+        type=Path,
+        nargs="+",
+        metavar="JSON",
+        help="train nothing: combine these results files (e.g. variants run in parallel)",
     )
-    results = run(config)
-    args.out.mkdir(parents=True, exist_ok=True)
-    table = markdown_table(results)
-    atomic_write_text(args.out / "multisize.md", table)
-    atomic_write_json(args.out / "multisize.json", results)
+    args = parser.parse_args(argv)
+    if args.merge:
+        results = merge([json.loads(p.read_text(encoding="utf-8")) for p in args.merge])
+    else:
+        torch.set_num_threads(args.threads)
+        config = ExperimentConfig(
+            epochs=args.epochs,
+            batch_size=args.batch_size,
+            lr=args.lr,
+            seeds=tuple(args.seeds),
+            variants=tuple(args.variants),
+        )
+        results = run(config)
     if args.json:
         atomic_write_json(args.json, results)
-    plot(results, args.out / "multisize.png")
-    print(table)
+    if args.out is not None and str(args.out) != "-":
+        args.out.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(args.out / "multisize.md", markdown_table(results))
+        atomic_write_json(args.out / "multisize.json", results)
+        plot(results, args.out / "multisize.png")
+    print(markdown_table(results))
     return 0
 
 
