@@ -131,13 +131,15 @@ def roi_spp(
     holding a NaN pools to NaN (max and avg), a bin holding +Inf max-pools to +Inf; avg of +Inf
     and -Inf is NaN.
 
-    Memory: besides the output, the op holds a per-call table of the map, about
-    ``N*C*H*W * (1 + log2 H) * (1 + log2 W)`` values for max with the round mapping (far fewer for
-    the paper mapping, whose table stops at the finest level's bin size; its int32 twin doubles it
-    when a gradient is needed) and ``N*C*(H+1)*(W+1)`` float64 values for avg. Regions are pooled
-    in chunks, so the working memory beyond that is bounded by about ``8 * 2**21`` elements
-    (``CHUNK_ELEMENTS`` in :mod:`sppnet.ops._roi_spp_autograd`) whatever K is; a max gradient
-    also saves an int32 (int64 for maps of 2**31 or more elements) index per output value.
+    Memory: besides the output, max pooling holds a per-call range-max table of the map: with
+    power-of-two windows about ``N*C*H*W * (1 + log2 H) * (1 + log2 W)`` values for the round
+    mapping, fewer for the paper mapping (its windows stop at the longest bin of the finest level
+    read); exact window sizes are only chosen while the table stays under ``2**25`` values
+    (``TABLE_CELLS``). With a gradient the table holds int64 keys (float64 input: values plus
+    an index table) and an int32 index (int64 for maps of 2**31 or more elements) is saved per
+    output value. Avg holds ``N*C*(H+1)*(W+1)`` float64 values. Regions are pooled in chunks of
+    about ``2**21`` output values (``CHUNK_ELEMENTS`` in :mod:`sppnet.ops._roi_spp_autograd`),
+    so the working memory beyond that is about ``8 * 2**21`` elements whatever K is.
 
     Args:
         input: Tensor[N, C, H, W], floating (float32, float64, float16, bfloat16), any H, W >= 1,
