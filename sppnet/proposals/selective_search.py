@@ -5,9 +5,10 @@ implementation (``cv2.ximgproc.segmentation.createSelectiveSearchSegmentation``,
 ``opencv-contrib-python-headless`` wheel) is used as is; this module adds what a detector needs
 around it:
 
-**Resize policy.** The cost of selective search grows faster than the pixel count (the region
-graph is re-sorted after every merge), so the image is first shrunk (``cv2.INTER_AREA``) so its
-shorter side is ``shorter_side`` pixels; images already that small are not enlarged. A working
+**Resize policy.** The cost of selective search grows with the pixel count, a little faster
+(measured on the demo images: 0.22 s at a 160-pixel shorter side, 0.46 s at 224, 1.09 s at the
+full 320..400 px), so the image is first shrunk (``cv2.INTER_AREA``) so its shorter side is
+``shorter_side`` pixels; images already that small are not enlarged. A working
 image of ``w' x h'`` pixels (``w' = round(W * s)``, ``h' = round(H * s)``, ``s = shorter_side /
 min(H, W)``) yields OpenCV rectangles ``(x, y, w, h)`` covering working pixels ``x .. x + w - 1``;
 their edges are mapped back to the original image by the exact per-axis ratios::
@@ -29,9 +30,9 @@ first, so the same image and settings always give the same boxes in the same ord
 several *threads* of one process are serialised by that lock; use processes for parallelism
 (``sppnet proposals --workers``).
 
-**Threads.** OpenCV's own thread pool does little for selective search (the grouping is serial).
-Worker processes should call ``cv2.setNumThreads(1)`` (``sppnet proposals`` does) so that N
-workers use N cores.
+**Threads.** OpenCV's own thread pool does not help selective search (the grouping is serial;
+measured: the same CPU and wall time with 1 or 2 threads). Worker processes should call
+``cv2.setNumThreads(1)`` (``sppnet proposals`` does) so that N workers use N cores.
 """
 
 from __future__ import annotations
