@@ -2,6 +2,8 @@ import json
 
 import pytest
 import torch
+from hypothesis import given
+from hypothesis import strategies as st
 
 from sppnet.proposals import (
     CacheStatus,
@@ -169,3 +171,24 @@ def test_invalid_boxes_are_refused_before_writing(tmp_path):
     with pytest.raises(ValueError, match="inside the 40x30 image"):
         cache(_image(), "img")
     assert not (tmp_path / "img.safetensors").exists()
+
+
+@given(
+    boxes=st.lists(
+        st.tuples(st.floats(0, 50), st.floats(0, 50), st.floats(0.01, 50), st.floats(0.01, 50)),
+        max_size=20,
+    ),
+    params=st.dictionaries(
+        st.text(max_size=8), st.one_of(st.integers(), st.text(max_size=8), st.none())
+    ),
+    image_id=st.text(min_size=1, max_size=12),
+)
+def test_encode_decode_round_trip(boxes, params, image_id):
+    tensor = torch.tensor([[x, y, x + w, y + h] for x, y, w, h in boxes]).reshape(-1, 4).float()
+    tensor = tensor.clamp(max=100.0)
+    tensor = tensor[(tensor[:, 2:] > tensor[:, :2]).all(1)]
+    record = ProposalRecord(tensor, image_id, (100, 100), "src", params)
+    decoded = decode_proposal_file(encode_proposal_file(record))
+    assert torch.equal(decoded.boxes, tensor)
+    assert (decoded.image_id, decoded.image_size, decoded.source) == (image_id, (100, 100), "src")
+    assert decoded.params == params

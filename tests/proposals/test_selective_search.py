@@ -1,5 +1,7 @@
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from skimage import data
 
 from sppnet.proposals import SelectiveSearch, check_proposals, selective_search
@@ -101,3 +103,18 @@ def test_bad_arguments_raise_clear_errors(coffee):
         selective_search(coffee.float())
     with pytest.raises(ValueError, match=r"\[3, H, W\]"):
         selective_search(coffee[0])
+
+
+@settings(max_examples=20)
+@given(
+    height=st.integers(1, 48),
+    width=st.integers(1, 48),
+    shorter_side=st.sampled_from([None, 8, 20]),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_any_small_image_gives_valid_boxes(height, width, shorter_side, seed):
+    generator = torch.Generator().manual_seed(seed % 2**31)
+    image = torch.randint(0, 256, (3, height, width), dtype=torch.uint8, generator=generator)
+    boxes = selective_search(image, shorter_side=shorter_side, min_size=0)
+    check_proposals(boxes, (height, width))
+    assert (boxes == torch.tensor([0.0, 0.0, width, height])).all(1).any()
