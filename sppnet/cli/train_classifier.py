@@ -72,6 +72,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--eval-sizes", default="20,28,42,56,84,112", help="digits test sizes")
     parser.add_argument("--eval-short-side", type=int, default=224, help="folder test size")
+    parser.add_argument(
+        "--train-limit", type=int, help="train on N samples only, evenly spaced (smoke tests)"
+    )
     parser.add_argument("--num-workers", type=int, default=0)
     parser.add_argument("--device", default=None, help="cpu, cuda... (default: cuda if present)")
     parser.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
@@ -103,6 +106,13 @@ def _apply_config_file(args: argparse.Namespace, parser_defaults: dict[str, Any]
         setattr(args, name, value)
 
 
+def _evenly_spaced(total: int, limit: int) -> list[int]:
+    if limit < 1:
+        raise ValueError(f"--train-limit must be >= 1, got {limit}")
+    limit = min(limit, total)
+    return sorted({round(i * (total - 1) / max(1, limit - 1)) for i in range(limit)})
+
+
 def _datasets(args: argparse.Namespace) -> dict[str, Any]:
     """Training set, renderer, classes and an evaluation function for ``args.data``."""
     from sppnet.data.digits import DigitsDataset, render_digits
@@ -110,6 +120,9 @@ def _datasets(args: argparse.Namespace) -> dict[str, Any]:
 
     if args.data == "digits":
         train, test = DigitsDataset("train", seed=0), DigitsDataset("test", seed=0)
+        if args.train_limit:
+            keep = _evenly_spaced(len(train), args.train_limit)
+            train = DigitsDataset("all", images=train.images[keep], labels=train.labels[keep])
         eval_sizes = parse_sizes(args.eval_sizes)
 
         def evaluate(model: Any, mean: Any, std: Any) -> dict[str, Any]:
@@ -128,6 +141,9 @@ def _datasets(args: argparse.Namespace) -> dict[str, Any]:
     from sppnet.data.image_folder import ImageFolder, random_square_crops, resize_shorter_side
 
     train = ImageFolder(args.data)
+    if args.train_limit:
+        train.samples = [train.samples[i] for i in _evenly_spaced(len(train), args.train_limit)]
+        train.imgs, train.targets = train.samples, [label for _, label in train.samples]
     val = ImageFolder(args.val_data) if args.val_data else None
     if val is not None and val.classes != train.classes:
         raise ValueError(f"{args.val_data}: classes {val.classes} differ from {train.classes}")
@@ -205,7 +221,7 @@ def run(args: argparse.Namespace) -> int:
     model_config = {
         **model.config,
         "classes": list(data["classes"]),
-        "train_sizes": sizes if len(sizes) <= 8 else [sizes[0], sizes[-1]],
+        "train_sizes": sizes,
         "size_policy": args.size_policy,
     }
     try:
