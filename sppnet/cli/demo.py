@@ -2,7 +2,8 @@
 
 On its embedded default (:data:`DEMO_CONFIG`, the same as ``configs/demo.yaml``) it:
 
-1. builds the demo dataset (MNIST digits pasted on real photos, VOC layout) in ``OUT/data``;
+1. builds the demo dataset (MNIST digits pasted on real photos, VOC layout) in ``OUT/data``
+   (``data.demo`` in the config passes options to ``make_demo_dataset``, e.g. the split sizes);
 2. computes selective-search proposals for the train and test splits (``OUT/proposals``, one
    cached file per image, in parallel worker processes);
 3. trains the detector (``OUT/train``: fc6/fc7/fc8 fine-tuning on cached conv maps, the
@@ -31,6 +32,7 @@ import argparse
 import copy
 import hashlib
 import json
+import math
 import os
 import shutil
 import sys
@@ -128,13 +130,22 @@ def _stage(name: str, seconds: dict[str, float], start: float) -> None:
     print(f"[demo] {name}: {seconds[name]:.1f} s", flush=True)
 
 
+def _num(value: float | None) -> float | None:
+    """JSON-safe: NaN (undefined, e.g. a class absent from the split) becomes None (null)."""
+    return None if value is None or math.isnan(value) else float(value)
+
+
 def _variant_summary(voc: Any, coco: Any) -> dict[str, Any]:
     return {
-        "voc07": voc.map("voc07"),
-        "voc10": voc.map("voc10"),
-        "coco_ap": None if coco is None else coco.metrics["AP"],
-        "AP": voc.ap("voc07"),
+        "voc07": _num(voc.map("voc07")),
+        "voc10": _num(voc.map("voc10")),
+        "coco_ap": None if coco is None else _num(coco.metrics["AP"]),
+        "AP": {k: _num(v) for k, v in voc.ap("voc07").items()},
     }
+
+
+def _fmt(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.4f}"
 
 
 def _train_variant(config: Any, train: Any, output: Path, progress: bool):
@@ -207,7 +218,7 @@ def run(args: argparse.Namespace) -> int:
     t = time.perf_counter()
     root = Path(config.data["root"])
     if not (root / "demo.json").is_file():
-        make_demo_dataset(root, overwrite=root.exists())
+        make_demo_dataset(root, overwrite=root.exists(), **config.data.get("demo", {}))
     _stage("dataset", seconds, t)
 
     # 2. proposals (cached per image) and the two splits in memory
@@ -280,9 +291,9 @@ def run(args: argparse.Namespace) -> int:
     atomic_write_text(out / "report.md", _markdown(report, table))
     print(table)
     for name, v in variants.items():
-        print(f"  {name:<28} VOC07 mAP {v['voc07']:.4f}")
+        print(f"  {name:<28} VOC07 mAP {_fmt(v['voc07'])}")
     print(
-        f"VOC07 mAP@0.5 (SVM head, box regression, 1 scale): {report['mAP']:.4f}   "
+        f"VOC07 mAP@0.5 (SVM head, box regression, 1 scale): {_fmt(report['mAP'])}   "
         f"total {seconds['total']:.0f} s   report: {out / 'report.md'}"
     )
     return 0
@@ -324,7 +335,7 @@ def _markdown(report: dict[str, Any], table: str) -> str:
         "# SPP-net demo report",
         "",
         f"VOC07 11-point mAP@0.5 of the main model (SVM head, box regression, one scale): "
-        f"**{report['mAP']:.4f}** on {len(report['variants'])} variants' test split.",
+        f"**{_fmt(report['mAP'])}** on the test split.",
         "",
         "## Main model, per class",
         "",
@@ -338,7 +349,7 @@ def _markdown(report: dict[str, Any], table: str) -> str:
         "|---|---|---|",
     ]
     for name, v in report["variants"].items():
-        lines.append(f"| {name} | {v['voc07']:.4f} | {v['voc10']:.4f} |")
+        lines.append(f"| {name} | {_fmt(v['voc07'])} | {_fmt(v['voc10'])} |")
     lines += ["", "## Seconds per stage", "", "| stage | seconds |", "|---|---|"]
     lines += [f"| {k} | {v} |" for k, v in report["seconds"].items()]
     m = report["machine"]

@@ -80,6 +80,9 @@ logger = logging.getLogger(__name__)
 
 _DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
 
+#: Bias of the SVM of a class that had no positive training example (its score is always this).
+NO_POSITIVE_BIAS = -1000.0
+
 
 def _bar(iterable: Any, desc: str, progress: bool) -> Any:
     """``iterable`` wrapped in a tqdm bar when ``progress`` is on."""
@@ -544,11 +547,29 @@ def train_svms(
         pos_weight=cfg.svm_pos_weight,
         bias_multiplier=cfg.svm_bias_multiplier,
     )
+    # A class with no positive in the training set cannot be learned: its SVM is left at
+    # weight 0 and bias NO_POSITIVE_BIAS (it never fires), and the log names it.
+    present = [c for c in range(y.shape[1]) if bool((y[:, c] > 0).any())]
+    missing = [c + 1 for c in range(y.shape[1]) if c not in present]
+    if not present:
+        raise ValueError("svm: no class has a positive example in the training set")
+    if missing:
+        logger.warning("svm: classes %s have no positive example; their SVMs never fire", missing)
     result, rounds = mine_hard_negatives(
-        x * scale, y, initial, fit, rounds=cfg.svm_rounds, hard_threshold=cfg.svm_hard_threshold
+        x * scale,
+        y[:, present],
+        initial[:, None].expand(-1, len(present)),
+        fit,
+        rounds=cfg.svm_rounds,
+        hard_threshold=cfg.svm_hard_threshold,
     )
+    weight = torch.zeros(y.shape[1], x.shape[1])
+    bias = torch.full((y.shape[1],), NO_POSITIVE_BIAS)
+    weight[present] = result.weight.to(weight.device)
+    bias[present] = result.bias.to(bias.device)
     svms = LinearSVMs(x.shape[1], detector.config.num_classes)
-    svms.set_params(result.weight, result.bias, scale)
+    svms.set_params(weight, bias, scale)
+    log.info["classes_without_positives"] = missing
     log.records = rounds
     log.seconds = time.perf_counter() - start
     log.info.update(
