@@ -8,15 +8,18 @@ stage, of the pooling + fc stage (SPP over the windows, fc6, fc7, scoring head, 
 their sum, for
 
 - *R-CNN*: every window cropped with 16 px of context, warped to 224 x 224 and run through the
-  whole network (:class:`~sppnet.models.rcnn.RCNNDetector`). At 2,000 windows this takes minutes
-  on a CPU, so the conv stage is timed on two subsets of ``rcnn_windows`` windows and scaled
-  linearly to ``windows`` (its cost per window is independent of the window; the per-window times
-  at the two sizes are reported to show the scaling is linear). Its pooling + fc stage is timed on
-  ``windows`` pooled vectors at once (R-CNN can batch its fc layers as well as SPP-net);
+  whole network (:class:`~sppnet.models.rcnn.RCNNDetector`). At 2,000 windows this takes many
+  minutes on a CPU, so the conv stage is timed on two subsets of ``rcnn_windows`` windows and
+  scaled linearly to ``windows`` (its cost per window is independent of the window; the
+  per-window times at the two sizes are reported to show the scaling is linear);
 - *SPP 1 scale*: conv once at shorter side 688, then every window RoI-SPP-pooled from that map;
 - *SPP 5 scales*: conv at 480, 576, 688, 864 and 1200, each window pooled at one of them.
 
-Ratios are R-CNN's time over SPP-net's. All three use the same network with the same weights
+The conv stages of the three methods are timed in interleaved rounds (one SPP-net pass per
+scale set and both R-CNN subsets per round), so that a change in the load of a shared machine
+hits them alike. The fc layers and heads see ``windows`` pooled vectors of the same length in
+every method (R-CNN batches them as well as SPP-net does), so they are timed once. Ratios are
+R-CNN's time over SPP-net's. All three use the same network with the same weights
 (random: speed does not depend on the weights). The table is repeated with fc6/fc7 replaced by
 their truncated SVD (:mod:`sppnet.models.svd`), which changes only the pooling + fc column.
 
@@ -101,7 +104,7 @@ class BenchSettings:
     Attributes:
         image_size: (height, width) of the benchmark image.
         windows: windows per image.
-        rcnn_windows: the two subset sizes R-CNN's conv stage is timed on.
+        rcnn_windows: the two subset sizes R-CNN's conv stage is timed on, in every round.
         rcnn_chunk: windows per R-CNN trunk call.
         repeats: timed runs per measurement (the median is reported).
         warmup: untimed runs before each measurement.
@@ -119,7 +122,7 @@ class BenchSettings:
 
     image_size: tuple[int, int] = (375, 500)
     windows: int = 2000
-    rcnn_windows: tuple[int, int] = (64, 128)
+    rcnn_windows: tuple[int, int] = (32, 96)
     rcnn_chunk: int = 32
     repeats: int = 3
     warmup: int = 1
@@ -292,16 +295,6 @@ def _median(fn: Callable[[], Any], settings: BenchSettings) -> float:
     return median_seconds(fn, settings.repeats, settings.warmup)
 
 
-def _time_spp(
-    detector: SPPNetDetector, image: Tensor, windows: Tensor, settings: BenchSettings
-) -> tuple[float, float, Tensor]:
-    """Seconds of SPP-net's conv and pooling stages, and the pooled vectors Tensor[K, D]."""
-    conv = _median(lambda: detector.compute_features([image]), settings)
-    features = detector.compute_features([image])
-    pool = _median(lambda: detector.pool_windows(features, [windows]), settings)
-    return conv, pool, detector.pool_windows(features, [windows])
-
-
 def _rcnn_conv(rcnn: RCNNDetector, image: Tensor, windows: Tensor) -> tuple[float, list[Tensor]]:
     """Seconds of R-CNN's conv stage (normalise, warp, trunk) for these windows, and the maps."""
     start = time.perf_counter()
@@ -309,26 +302,48 @@ def _rcnn_conv(rcnn: RCNNDetector, image: Tensor, windows: Tensor) -> tuple[floa
     return time.perf_counter() - start, maps
 
 
-def _time_rcnn(
-    rcnn: RCNNDetector, image: Tensor, windows: Tensor, settings: BenchSettings
-) -> tuple[float, float, dict[str, Any]]:
-    """Seconds of R-CNN's conv and pooling stages at ``settings.windows`` windows, scaled from
-    the larger subset, and the linearity check."""
+def _seconds(fn: Callable[[], Any]) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def _time_convs(
+    detectors: dict[str, SPPNetDetector],
+    rcnn: RCNNDetector,
+    image: Tensor,
+    windows: Tensor,
+    settings: BenchSettings,
+) -> tuple[dict[str, float], dict[str, Any]]:
+    """The conv stage of every method, measured in interleaved rounds.
+
+    Each round times SPP-net's conv once per detector and R-CNN's conv on ``rcnn_windows[0]``
+    and ``rcnn_windows[1]`` windows, so a change of the machine's load hits all methods alike;
+    medians over ``repeats`` rounds. R-CNN's time is per window at the larger subset, times
+    ``windows``.
+    """
     small, large = settings.rcnn_windows
     for _ in range(settings.warmup):
+        for detector in detectors.values():
+            detector.compute_features([image])
         _rcnn_conv(rcnn, image, windows[: min(small, rcnn.chunk_size)])
-    t_small, _ = _rcnn_conv(rcnn, image, windows[:small])
-    t_large, maps = _rcnn_conv(rcnn, image, windows[:large])
-    per_window = t_large / large
+    times: dict[str, list[float]] = {key: [] for key in detectors}
+    per_window: dict[int, list[float]] = {small: [], large: []}
+    for _ in range(settings.repeats):
+        for key, detector in detectors.items():
+            times[key].append(_seconds(lambda d=detector: d.compute_features([image])))
+        for n in (small, large):
+            per_window[n].append(_rcnn_conv(rcnn, image, windows[:n])[0] / n)
+    conv = {key: statistics.median(t) for key, t in times.items()}
+    per_small = statistics.median(per_window[small])
+    per_large = statistics.median(per_window[large])
+    conv["rcnn"] = per_large * settings.windows
     linearity = {
         "windows": [small, large],
-        "conv_s": [t_small, t_large],
-        "conv_s_per_window": [t_small / small, per_window],
-        "ratio": per_window / (t_small / small),
+        "conv_s_per_window": [per_small, per_large],
+        "ratio": per_large / per_small,
     }
-    pool_large = _median(lambda: [rcnn.pool(m) for m in maps], settings)
-    scale = settings.windows / large
-    return per_window * settings.windows, pool_large * scale, linearity
+    return conv, linearity
 
 
 def speed_table(
@@ -336,18 +351,27 @@ def speed_table(
 ) -> dict[str, Any]:
     """The R-CNN / SPP 1 scale / SPP 5 scales table (see the module docstring)."""
     detector = paper_network(settings)
-    five = _with_scales(detector, settings.scales5)
+    detectors = {"spp_1": detector, "spp_5": _with_scales(detector, settings.scales5)}
     rcnn = RCNNDetector(
         detector, input_size=224, context_padding=16, chunk_size=settings.rcnn_chunk
     )
-    conv: dict[str, float] = {}
+    small, large = settings.rcnn_windows
+    log(
+        f"speed: conv stages, {settings.repeats} interleaved rounds (SPP at {settings.scale} and "
+        f"at {list(settings.scales5)}, R-CNN on {small} and {large} windows) ..."
+    )
+    conv, linearity = _time_convs(detectors, rcnn, image, windows, settings)
+    log("speed: pooling ...")
     pool: dict[str, float] = {}
-    log(f"speed: SPP 1 scale ({settings.scale}) ...")
-    conv["spp_1"], pool["spp_1"], pooled = _time_spp(detector, image, windows, settings)
-    log(f"speed: SPP 5 scales {list(settings.scales5)} ...")
-    conv["spp_5"], pool["spp_5"], _ = _time_spp(five, image, windows, settings)
-    log(f"speed: R-CNN on {list(settings.rcnn_windows)} windows, scaled to {settings.windows} ...")
-    conv["rcnn"], pool["rcnn"], linearity = _time_rcnn(rcnn, image, windows, settings)
+    pooled = None
+    for key, model in detectors.items():
+        features = model.compute_features([image])
+        pool[key] = _median(lambda m=model, f=features: m.pool_windows(f, [windows]), settings)
+        if key == "spp_1":
+            pooled = model.pool_windows(features, [windows])
+    _, maps = _rcnn_conv(rcnn, image, windows[:large])
+    pool_large = _median(lambda: [rcnn.pool(m) for m in maps], settings)
+    pool["rcnn"] = pool_large * settings.windows / large
     # The fc layers and heads see ``windows`` pooled vectors of the same length in all three
     # methods (R-CNN batches them as well as SPP-net does): their cost is timed once.
     log(f"speed: fc layers on {settings.windows} windows, and their SVD {list(settings.svd_ranks)}")
@@ -402,26 +426,47 @@ def latency_table(
     settings: BenchSettings,
     log: Callable[[str], None],
     detector: SPPNetDetector | None = None,
+    speed: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Seconds per image, proposals excluded: torchvision's models and SPP-net variants."""
+    """Seconds per image, proposals excluded: torchvision's models and SPP-net variants.
+
+    The paper network's rows come from the speed table when it was measured in the same run
+    (``speed``: conv + pool + fc of SPP 1 scale, without NMS, which takes milliseconds);
+    otherwise they are timed here like the other rows (the whole forward).
+    """
     rows = []
     for name in settings.torchvision:
         log(f"latency: torchvision {name} ...")
         seconds = _torchvision_latency(name, image, settings)
-        rows.append({"name": f"torchvision {name}", "kind": "torchvision", "seconds": seconds})
-    log("latency: SPP-net, the paper's network ...")
+        rows.append(
+            {"name": f"torchvision {name}", "kind": "torchvision", "seconds": seconds,
+             "measured": "forward"}
+        )  # fmt: skip
     paper = paper_network(settings)
-    for name, ranks in (("paper", None), (f"paper + SVD {ranks_str(settings.svd_ranks)}", "svd")):
-        model = paper if ranks is None else with_heads(paper, settings.svd_ranks)
-        seconds = _median(lambda m=model: m([image], [windows]), settings)
-        rows.append(_spp_row(name, model, settings.windows, seconds))
+    svd_name = f"paper + SVD {ranks_str(settings.svd_ranks)}"
+    if speed is not None:
+        for name, key, macs in (
+            ("paper", "rows", "fc_macs_per_window"),
+            (svd_name, "svd_rows", "fc_macs_per_window_svd"),
+        ):
+            row = _spp_row(
+                name, paper, settings.windows, speed[key]["spp_1"]["total_s"], "speed_table_stages"
+            )
+            row["fc_macs_per_window"] = speed["network"][macs]
+            rows.append(row)
+    else:
+        log("latency: SPP-net, the paper's network ...")
+        for name, ranks in (("paper", None), (svd_name, settings.svd_ranks)):
+            model = with_heads(paper, ranks)
+            seconds = _median(lambda m=model: m([image], [windows]), settings)
+            rows.append(_spp_row(name, model, settings.windows, seconds, "forward"))
     small = detector if detector is not None else demo_network(settings)
     for variant in settings.demo_variants:
         log(f"latency: SPP-net {variant.name} ...")
         model = variant.build(small)
         subset = windows[: variant.windows]
         seconds = _median(lambda m=model, w=subset: m([image], [w]), settings)
-        rows.append(_spp_row(variant.name, model, variant.windows, seconds))
+        rows.append(_spp_row(variant.name, model, variant.windows, seconds, "forward"))
     reference = next((r["seconds"] for r in rows if r["kind"] == "torchvision"), None)
     for row in rows:
         row["vs_first_torchvision"] = None if reference is None else row["seconds"] / reference
@@ -437,12 +482,15 @@ def ranks_str(ranks: tuple[int, int]) -> str:
     return f"{ranks[0]}/{ranks[1]}"
 
 
-def _spp_row(name: str, model: SPPNetDetector, windows: int, seconds: float) -> dict[str, Any]:
+def _spp_row(
+    name: str, model: SPPNetDetector, windows: int, seconds: float, measured: str
+) -> dict[str, Any]:
     config: DetectorConfig = model.config
     return {
         "name": name,
         "kind": "sppnet",
         "seconds": seconds,
+        "measured": measured,
         "windows": windows,
         "backbone": config.backbone,
         "scales": list(config.scales),
@@ -548,9 +596,12 @@ def run_benchmark(
     image = benchmark_image(settings.image_size)
     windows, ss_info = benchmark_windows(image, settings.windows, settings.seed)
     result["selective_search"] = ss_info
-    result["speed"] = speed_table(image, windows, settings, log) if "speed" in tables else None
+    speed = speed_table(image, windows, settings, log) if "speed" in tables else None
+    result["speed"] = speed
     result["latency"] = (
-        latency_table(image, windows, settings, log, detector) if "latency" in tables else None
+        latency_table(image, windows, settings, log, detector, speed)
+        if "latency" in tables
+        else None
     )
     result["machine_end"] = machine_info()
     return result

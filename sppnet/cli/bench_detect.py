@@ -51,7 +51,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=int,
         nargs=2,
         metavar=("SMALL", "LARGE"),
-        help="the two subset sizes R-CNN's conv stage is timed on (64 128)",
+        help="the two subset sizes R-CNN's conv stage is timed on (32 96)",
     )
     parser.add_argument("--repeats", type=int, help="timed runs per figure; the median (3)")
     parser.add_argument("--threads", type=int, help="torch threads (default: torch's)")
