@@ -94,6 +94,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="also train a 5-scale and an end-to-end model and compare them",
     )
     parser.add_argument("--workers", type=int, default=None, help="proposal worker processes")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch threads (default: torch's choice; 1 is much faster on an oversubscribed CPU)",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     parser.add_argument("--json", metavar="PATH", help="also write report.json here")
 
@@ -202,6 +208,11 @@ def run(args: argparse.Namespace) -> int:
 
     out = Path(args.out)
     progress = not args.no_progress
+    if args.threads is not None:
+        if args.threads < 1:
+            print("sppnet demo: --threads must be >= 1", file=sys.stderr)
+            return 2
+        torch.set_num_threads(args.threads)
     if args.fresh and out.exists():
         shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
