@@ -10,12 +10,14 @@ conv5 map of a 600 x 800 image at stride 16) and K seeded synthetic proposals ar
 
 Each is timed forward and forward+backward (gradient of the sum w.r.t. the map), as the median of
 ``repeats`` runs after one warm-up (the loop, much slower, gets ``loop_repeats`` and no warm-up);
-all methods of a configuration run back to back in the same process, so the ratios hold under a
-shared machine's noise. Proposals: widths and heights log-uniform in [16, 800] and [16, 600]
-pixels, positions uniform inside the image (seed 0), a stand-in for selective search's boxes.
+the methods take turns within every round, in one process, so that a shared machine's changing
+load hits them alike and the ratios hold. Proposals: widths and heights log-uniform in [16, 800]
+and [16, 600] pixels, positions uniform inside the image (seed 0), a stand-in for selective
+search's boxes.
 
 Also reported: the bytes the op must read at least (the map once plus the boxes), the bytes of
-its output, and the peak resident memory above the start of ``ours`` forward (sampled; CUDA: the
+its output, and the peak memory allocated during one forward pass of ``ours`` and of
+``roi_pool``-per-level, output included (CPU: from the profiler's memory events; CUDA: the
 allocator's peak).
 """
 
@@ -23,7 +25,6 @@ from __future__ import annotations
 
 import math
 import statistics
-import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
@@ -59,6 +60,7 @@ ROW_KEYS = (
     "min_read_mb",
     "output_mb",
     "ours_peak_mb",
+    "roi_pool_peak_mb",
 )
 
 
@@ -117,19 +119,23 @@ def _loop(x: Tensor, boxes: Tensor, levels: tuple[int, ...]) -> Tensor:
     return torch.stack(out) if out else x.new_zeros((0, x.shape[1] * sum(n * n for n in levels)))
 
 
-def _median_ms(
-    fn: Callable[[], Any], repeats: int, device: torch.device, warmup: bool = True
-) -> float:
+def _interleaved_medians_ms(
+    methods: dict[str, Callable[[], Any]], repeats: int, device: torch.device, warmup: bool = True
+) -> dict[str, float]:
+    """Median wall time of each method in ms, the methods taking turns in every round so that a
+    shared machine's load changes hit them alike."""
     if warmup:
-        fn()
-    times = []
+        for fn in methods.values():
+            fn()
+    times: dict[str, list[float]] = {name: [] for name in methods}
     for _ in range(repeats):
-        _sync(device)
-        start = time.perf_counter()
-        fn()
-        _sync(device)
-        times.append(time.perf_counter() - start)
-    return 1e3 * statistics.median(times)
+        for name, fn in methods.items():
+            _sync(device)
+            start = time.perf_counter()
+            fn()
+            _sync(device)
+            times[name].append(time.perf_counter() - start)
+    return {name: 1e3 * statistics.median(t) for name, t in times.items()}
 
 
 def _sync(device: torch.device) -> None:
@@ -145,14 +151,12 @@ def _forward_backward(pool: Callable[..., Tensor], x: Tensor, *args: Any) -> Cal
     return run
 
 
-def _rss_bytes() -> int:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * 4096
+def peak_memory_mb(fn: Callable[[], Any], device: torch.device) -> float:
+    """Peak memory allocated while ``fn`` runs (its result included), in MB.
 
-
-def peak_memory_mb(fn: Callable[[], Any], device: torch.device) -> float | None:
-    """Peak memory of ``fn`` above its start, in MB: CUDA allocator peak, or sampled RSS on
-    Linux CPUs (every 0.5 ms; None where /proc is missing)."""
+    CUDA: the caching allocator's peak. CPU: from the profiler's memory events, each op's net
+    allocation counted when it starts and each free when it happens.
+    """
     if device.type == "cuda":
         torch.cuda.synchronize(device)
         base = torch.cuda.memory_allocated(device)
@@ -160,28 +164,24 @@ def peak_memory_mb(fn: Callable[[], Any], device: torch.device) -> float | None:
         fn()
         torch.cuda.synchronize(device)
         return (torch.cuda.max_memory_allocated(device) - base) / 2**20
-    try:
-        base = _rss_bytes()
-    except OSError:
-        return None
-    peak = [base]
-    done = threading.Event()
+    from torch.profiler import ProfilerActivity, profile
 
-    def sample() -> None:
-        while not done.is_set():
-            peak[0] = max(peak[0], _rss_bytes())
-            time.sleep(0.0005)
-
-    sampler = threading.Thread(target=sample, daemon=True)
-    sampler.start()
-    try:
-        result = fn()  # held until measured: the output is part of the op's footprint
-        peak[0] = max(peak[0], _rss_bytes())
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        result = fn()
         del result
-    finally:
-        done.set()
-        sampler.join()
-    return (peak[0] - base) / 2**20
+    changes = sorted(
+        (
+            e.time_range.start if e.self_cpu_memory_usage > 0 else e.time_range.end,
+            e.self_cpu_memory_usage,
+        )
+        for e in prof.events()
+        if e.self_cpu_memory_usage != 0
+    )
+    current = peak = 0
+    for _, delta in changes:
+        current += delta
+        peak = max(peak, current)
+    return peak / 2**20
 
 
 @dataclass
@@ -201,7 +201,8 @@ class OpsRow:
     forward_backward_speedup_vs_loop: float | None
     min_read_mb: float
     output_mb: float
-    ours_peak_mb: float | None
+    ours_peak_mb: float
+    roi_pool_peak_mb: float
 
 
 def measure(
@@ -212,20 +213,23 @@ def measure(
     gen = torch.Generator().manual_seed(settings.seed)
     x = torch.randn(1, channels, *MAP_SIZE, generator=gen).to(device)
     boxes = proposals(regions, settings.seed, settings.device)
-    rep = settings.repeats
-    ours_f = _median_ms(lambda: _ours(x, boxes, levels), rep, device)
-    tv_f = _median_ms(lambda: _roi_pool_per_level(x, boxes, levels), rep, device)
-    ours_fb = _median_ms(_forward_backward(_ours, x, boxes, levels), rep, device)
-    tv_fb = _median_ms(_forward_backward(_roi_pool_per_level, x, boxes, levels), rep, device)
+    methods = {
+        "ours_f": lambda: _ours(x, boxes, levels),
+        "tv_f": lambda: _roi_pool_per_level(x, boxes, levels),
+        "ours_fb": _forward_backward(_ours, x, boxes, levels),
+        "tv_fb": _forward_backward(_roi_pool_per_level, x, boxes, levels),
+    }
+    ms = _interleaved_medians_ms(methods, settings.repeats, device)
+    ours_f, tv_f, ours_fb, tv_fb = ms["ours_f"], ms["tv_f"], ms["ours_fb"], ms["tv_fb"]
     loop_f = loop_fb = None
     if settings.loop_max_regions is None or regions <= settings.loop_max_regions:
         # The loop runs the same small kernels as the warm-ups before it: no warm-up of its own.
-        loop_f = _median_ms(
-            lambda: _loop(x, boxes, levels), settings.loop_repeats, device, warmup=False
-        )
-        loop_fb = _median_ms(
-            _forward_backward(_loop, x, boxes, levels), settings.loop_repeats, device, False
-        )
+        loop = {
+            "f": lambda: _loop(x, boxes, levels),
+            "fb": _forward_backward(_loop, x, boxes, levels),
+        }
+        loop_ms = _interleaved_medians_ms(loop, settings.loop_repeats, device, warmup=False)
+        loop_f, loop_fb = loop_ms["f"], loop_ms["fb"]
     bins = sum(n * n for n in levels)
     item = x.element_size()
     return OpsRow(
@@ -244,7 +248,8 @@ def measure(
         forward_backward_speedup_vs_loop=None if loop_fb is None else loop_fb / ours_fb,
         min_read_mb=(x.numel() * item + boxes.numel() * boxes.element_size()) / 2**20,
         output_mb=regions * channels * bins * item / 2**20,
-        ours_peak_mb=peak_memory_mb(lambda: _ours(x, boxes, levels), device),
+        ours_peak_mb=peak_memory_mb(methods["ours_f"], device),
+        roi_pool_peak_mb=peak_memory_mb(methods["tv_f"], device),
     )
 
 
@@ -283,9 +288,9 @@ def format_table(result: dict[str, Any]) -> str:
     head = (
         "| C | levels | K | ours fwd | roi_pool fwd | loop fwd | ours f+b | roi_pool f+b "
         "| loop f+b | fwd x roi_pool | f+b x roi_pool | fwd x loop | f+b x loop "
-        "| min read MB | out MB | ours peak MB |"
+        "| min read MB | out MB | ours peak MB | roi_pool peak MB |"
     )
-    lines = [head, "|" + "---|" * 16]
+    lines = [head, "|" + "---|" * 17]
     for r in result["rows"]:
         levels = "(" + ",".join(str(n) for n in r["levels"]) + ")"
         cells = [
@@ -305,6 +310,7 @@ def format_table(result: dict[str, Any]) -> str:
             _fmt(r["min_read_mb"], 1),
             _fmt(r["output_mb"], 1),
             _fmt(r["ours_peak_mb"], 0),
+            _fmt(r["roi_pool_peak_mb"], 0),
         ]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
