@@ -2,4 +2,6 @@
 
 - :mod:`sppnet.benchmarks.detect`: SPP-net vs R-CNN detection speed, and the detector's latency
   beside torchvision's Faster R-CNN models (``sppnet bench detect``).
+- :mod:`sppnet.benchmarks.ops`: ``roi_spp`` vs ``roi_pool`` per level vs a per-region loop,
+  forward and forward+backward (``sppnet bench ops``).
 """
