@@ -125,11 +125,10 @@ def roi_spp(
     equals ``roi_pool(input, boxes, n, spatial_scale)`` bit for bit, forward and gradient, on
     finite inputs (``roi_pool`` ignores NaN; this op propagates it).
 
-    Ties in max mode send the gradient to the first maximal cell in row-major order, as
-    ``roi_pool`` does, except for levels derived from a finer one (paper mapping), where it goes to
-    the first maximal cell of the first maximal finer bin. NaN or Inf in ``input`` propagate: a bin
-    holding a NaN pools to NaN (max and avg), a bin holding +Inf max-pools to +Inf; avg of +Inf
-    and -Inf is NaN.
+    Ties in max mode send the gradient to the bin's first maximal cell in row-major order, as
+    ``roi_pool`` does (levels derived from a finer one included). NaN or Inf in ``input``
+    propagate: a bin holding a NaN pools to NaN (max and avg), a bin holding +Inf max-pools to
+    +Inf; avg of +Inf and -Inf is NaN.
 
     Memory: besides the output, max pooling holds a per-call range-max table of the map: with
     power-of-two windows about ``N*C*H*W * (1 + log2 H) * (1 + log2 W)`` values for the round

@@ -139,6 +139,23 @@ def test_round_parity_with_ties_relu_map():
     assert torch.equal(x1.grad, x2.grad)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("levels", [(6, 3, 2, 1), (4, 2, 1), (5, 3)])
+def test_ties_send_the_gradient_to_the_first_cell_in_row_major_order(levels, dtype):
+    """Integer-valued post-ReLU maps tie everywhere; derived levels included."""
+    gen = torch.Generator().manual_seed(len(levels))
+    x = torch.randn(2, 3, 13, 17, generator=gen).mul(2).round().clamp(min=0).to(dtype)
+    boxes = make_boxes(gen, 30, 2, 13, 17, 16.0)
+    xg = x.clone().requires_grad_(True)
+    out = roi_spp(xg, boxes, levels, 1 / 16)
+    g = torch.randn(out.shape, generator=gen, dtype=torch.float64).to(dtype)
+    out.backward(g)
+    want = roi_spp_grad_reference(
+        x.double().numpy(), boxes.numpy(), levels, 1 / 16, "max", "paper", g.double().numpy()
+    )
+    np.testing.assert_allclose(xg.grad.double().numpy(), want, rtol=1e-5, atol=1e-5)
+
+
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32])
 @pytest.mark.parametrize("mode", ["max", "avg"])
 def test_low_precision_dtypes(dtype, mode):
