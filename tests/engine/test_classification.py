@@ -227,3 +227,32 @@ def test_train_classifier_refuses_bad_options(tmp_path, capsys):
     config.write_text("epochs: 1\nbogus: 3\n")
     assert cli_main(["train-classifier", "--config", str(config)]) == 2
     assert "unknown option 'bogus'" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_train_classifier_on_an_image_folder(tmp_path, capsys):
+    """Red vs blue pictures of assorted sizes: crops for training, whole images for testing."""
+    rng = np.random.default_rng(0)
+    for split in ("train", "val"):
+        for channel, name in ((0, "red"), (2, "blue")):
+            for i in range(4):
+                height, width = (int(v) for v in rng.integers(30, 70, 2))
+                pixels = rng.integers(0, 40, (height, width, 3)).astype(np.uint8)
+                pixels[..., channel] += 200
+                path = tmp_path / split / name / f"{i}.png"
+                path.parent.mkdir(parents=True, exist_ok=True)
+                Image.fromarray(pixels).save(path)
+    out = tmp_path / "run"
+    argv = [
+        "train-classifier", "--data", str(tmp_path / "train"), "--val-data", str(tmp_path / "val"),
+        "--backbone", "zf5", "--sizes", "24,32", "--epochs", "3", "--batch-size", "4",
+        "--fc-dims", "16",
+        "--levels", "2,1", "--eval-short-side", "40", "--output-dir", str(out), "--no-progress",
+    ]  # fmt: skip
+    assert cli_main(argv) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert results["classes"] == ["blue", "red"] and results["steps"] == 6
+    assert results["test"]["full-image"]["accuracy"] == 1.0
+    capsys.readouterr()
+    assert cli_main(["classify", "--checkpoint", str(out), str(tmp_path / "val/red/0.png")]) == 0
+    assert capsys.readouterr().out.splitlines()[1].endswith("red")
