@@ -140,3 +140,37 @@ def test_bad_arguments_and_inputs():
         model([torch.randn(3, 8, 8), torch.randn(3, 3, 8)])
     with pytest.raises(TypeError, match="non-empty list"):
         model([])
+
+
+@needs_weights
+def test_classify_command_reports_bad_files_and_classifies_the_rest(tmp_path, capsys):
+    import json
+
+    import numpy as np
+    from PIL import Image
+
+    from sppnet.cli.main import main as cli_main
+
+    (tmp_path / "text.jpg").write_bytes(b"not an image at all")
+    Image.fromarray(np.zeros((20, 30), np.uint8)).save(tmp_path / "tiny.png")
+    grey16 = (np.arange(64 * 80).reshape(64, 80) * 12).astype(np.uint16)
+    Image.fromarray(grey16).save(tmp_path / "grey16.png")
+    argv = [
+        "classify",
+        str(tmp_path / "text.jpg"),
+        str(tmp_path / "tiny.png"),
+        str(tmp_path / "grey16.png"),
+        "photo:chelsea",
+        "--short-side", "0",
+        "--json", str(tmp_path / "out.json"),
+    ]  # fmt: skip
+    assert cli_main(argv) == 1
+    captured = capsys.readouterr()
+    assert "text.jpg: not an image" in captured.err
+    assert "20x30 px is below mobilenet_v2's minimum side of 32 px" in captured.err
+    report = json.loads((tmp_path / "out.json").read_text())
+    assert [r["image"] for r in report["images"]] == [str(tmp_path / "grey16.png"), "photo:chelsea"]
+    chelsea = report["images"][1]
+    assert chelsea["size"] == [300, 451] and chelsea["input_size"] == [300, 451]
+    assert chelsea["top"][0]["index"] in CAT_CLASSES and len(chelsea["top"]) == 5
+    assert cli_main(["classify", "photo:chelsea", "--weights", str(tmp_path / "none.pth")]) == 2
