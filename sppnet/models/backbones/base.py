@@ -140,6 +140,13 @@ def trunk_geometry(layers: Sequence[LayerGeometry]) -> TrunkGeometry:
     )
 
 
+def _is_tracing() -> bool:
+    """True under ``torch.jit.trace`` / ONNX export / ``torch.compile``, where the eager input
+    checks would bake the example's shape into the graph."""
+    is_compiling = getattr(torch.compiler, "is_compiling", None)
+    return torch.jit.is_tracing() or bool(is_compiling is not None and is_compiling())
+
+
 class Backbone(nn.Module):
     """A conv trunk: ``forward(Tensor[N, 3, H, W] float, normalised) -> Tensor[N, C, H', W']``.
 
@@ -205,7 +212,7 @@ class Backbone(nn.Module):
             )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not torch.jit.is_tracing() and not torch.compiler.is_compiling():
+        if not _is_tracing():
             self.check_input(x)
         return self.body(x)
 
