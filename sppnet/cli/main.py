@@ -41,7 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
                     prefix[-1], help=f"{prefix[-1]} commands"
                 )
                 groups[prefix] = group.add_subparsers(
-                    dest="_".join(("command",) + prefix), metavar="COMMAND", required=True
+                    dest="_".join(("command", *prefix)), metavar="COMMAND", required=True
                 )
         sub = groups[words[:-1]].add_parser(words[-1], help=module.HELP, description=module.HELP)
         module.add_arguments(sub)
