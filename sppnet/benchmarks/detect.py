@@ -81,13 +81,14 @@ class Variant:
 
     Attributes:
         name: label in the tables.
-        svd_ranks: ``(rank6, rank7)`` for :func:`~sppnet.models.svd.compress_fc`, or None.
+        svd_ranks: ``(rank6, rank7)`` for :func:`~sppnet.models.svd.compress_fc` (either may be
+            None: that layer is left as it is), or None for no SVD.
         windows: proposals per image (the first ``windows`` of the ranked proposals).
         scales: test scales (shorter sides) instead of the detector's, or None.
     """
 
     name: str
-    svd_ranks: tuple[int, int] | None
+    svd_ranks: tuple[int | None, int | None] | None
     windows: int
     scales: tuple[int, ...] | None = None
 
@@ -135,12 +136,12 @@ class BenchSettings:
     demo_preset: str = "demo"
     demo_variants: tuple[Variant, ...] = (
         Variant("demo", None, 2000),
-        Variant("demo + SVD 128/128", (128, 128), 2000),
-        Variant("demo + SVD 64/64", (64, 64), 2000),
+        Variant("demo + SVD fc6 256", (256, None), 2000),
+        Variant("demo + SVD fc6 128", (128, None), 2000),
+        Variant("demo + SVD fc6 64", (64, None), 2000),
         Variant("demo, 1000 windows", None, 1000),
-        Variant("demo + SVD 64/64, 1000 windows", (64, 64), 1000),
         Variant("demo, 500 windows", None, 500),
-        Variant("demo + SVD 64/64, scale 400", (64, 64), 2000, (400,)),
+        Variant("demo + SVD fc6 128, scale 400", (128, None), 2000, (400,)),
     )
     torchvision: tuple[str, ...] = TORCHVISION_MODELS
     latency_target_s: float = 0.5
@@ -243,7 +244,9 @@ def benchmark_windows(image: Tensor, count: int, seed: int = 0) -> tuple[Tensor,
 
 
 # ----------------------------------------------------------------------------- models
-def with_heads(detector: SPPNetDetector, svd_ranks: tuple[int, int] | None) -> SPPNetDetector:
+def with_heads(
+    detector: SPPNetDetector, svd_ranks: tuple[int | None, int | None] | None
+) -> SPPNetDetector:
     """A copy of ``detector`` that shares its trunk, with fc6/fc7 compressed by truncated SVD
     (or unchanged for ``svd_ranks=None``)."""
     variant = copy.deepcopy(detector, memo={id(detector.backbone): detector.backbone})
