@@ -6,9 +6,10 @@ On its embedded default (:data:`DEMO_CONFIG`, the same as ``configs/demo.yaml``)
    (``data.demo`` in the config passes options to ``make_demo_dataset``, e.g. the split sizes);
 2. computes selective-search proposals for the train and test splits (``OUT/proposals``, one
    cached file per image, in parallel worker processes);
-3. trains the detector (``OUT/train``: fc6/fc7/fc8 fine-tuning on cached conv maps, the
-   per-class SVMs with hard-negative mining, ridge box regression) and saves it to ``OUT/model``
-   (SVM head) and ``OUT/model_softmax``;
+3. trains the detector (``OUT/train``: fc6/fc7/fc8 fine-tuning on cached conv maps, end-to-end
+   fine-tuning through ``roi_spp`` into the trunk's stride-16 blocks, the per-class SVMs with
+   hard-negative mining, ridge box regression) and saves it to ``OUT/train/model`` (SVM head) and
+   ``OUT/train/model_softmax``;
 4. evaluates it on the test split in one pass, for the SVM and softmax heads, with and without
    box regression, and at five test scales (the paper's 480..1200 rescaled by 480/688);
 5. writes annotated test images (``OUT/detections/*.png``), the PR curves
@@ -17,8 +18,8 @@ On its embedded default (:data:`DEMO_CONFIG`, the same as ``configs/demo.yaml``)
 
 Every stage is reused on a second run when its output is there and was made with the same
 settings (the dataset, the proposal files, the trained model); ``--fresh`` starts over.
-``--compare`` also trains a 5-scale model and an end-to-end fine-tuned one (several more minutes)
-and adds them to the report.
+``--compare`` also trains a 5-scale model and one whose trunk stays frozen (fc layers only, the
+paper's fine-tuning) and adds them to the report (several more minutes).
 
 ``OUT/report.json`` keys (format ``sppnet-demo``, version 1): ``mAP`` (VOC07 11-point mAP of the
 main model), ``main`` (the variant name), ``variants`` (name -> ``{"voc07": mAP, "voc10": mAP,
@@ -91,7 +92,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--compare",
         action="store_true",
-        help="also train a 5-scale and an end-to-end model and compare them",
+        help="also train a 5-scale model and an fc-only one and compare them",
     )
     parser.add_argument("--workers", type=int, default=None, help="proposal worker processes")
     parser.add_argument(
@@ -315,7 +316,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _compare(config, train, test, classes, out, variants, progress) -> None:
-    """Train a 5-scale model and an end-to-end fine-tuned one; add their test mAPs."""
+    """Train a 5-scale model and an fc-only one (the trunk frozen, as in the paper); add their
+    test mAPs to ``variants``."""
     from sppnet.engine.detection import predict_variants
     from sppnet.evaluation import evaluate_voc
     from sppnet.models.detector_config import ExperimentConfig, scaled_scales
@@ -325,10 +327,11 @@ def _compare(config, train, test, classes, out, variants, progress) -> None:
         "5_scales_trained": ExperimentConfig(
             config.model.replace(scales=five), config.train, config.data
         ),
-        "end_to_end": ExperimentConfig(
+        "fc_only": ExperimentConfig(
             config.model,
             config.train.replace(
-                stages=("finetune_fc", "end_to_end", "svm", "box_regression"), epochs_e2e=2
+                stages=tuple(s for s in config.train.stages if s != "end_to_end"),
+                epochs_fc=config.train.epochs_fc + config.train.epochs_e2e,
             ),
             config.data,
         ),
