@@ -692,4 +692,14 @@ def format_report(result: dict[str, Any]) -> str:
                 f"{'' if ratio is None else f'{ratio:.2f}':>8}"
                 f"{'' if map07 is None else f'{map07:.3f}':>7}"
             )
+    maps = result.get("map")
+    if maps:
+        lines.append("")
+        lines.append(f"mAP of the variants on {maps['data']} ({maps['split']})")
+        lines.append(f"  {'variant':<44}{'windows':>8}{'scales':>8}{'VOC07':>8}{'VOC10':>8}")
+        for v in maps["variants"]:
+            lines.append(
+                f"  {v['name']:<44}{v['windows']:>8}{','.join(map(str, v['scales'])):>8}"
+                f"{v['map_voc07']:>8.3f}{v['map_voc10']:>8.3f}"
+            )
     return "\n".join(lines)
