@@ -45,6 +45,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import Dataset
 
+from sppnet.engine.distributed import all_gather_object, get_world_size, shard
 from sppnet.models.detector import (
     MultiScaleFeatures,
     SPPNetDetector,
@@ -184,18 +185,33 @@ class FeatureCache:
         dtype: torch.dtype = torch.float16,
         progress: bool = False,
     ) -> FeatureCache:
-        """Run the trunk once per image and scale (eval mode) and keep the maps in ``dtype``."""
+        """Run the trunk once per image and scale (eval mode) and keep the maps in ``dtype``.
+
+        Under ``torchrun`` each rank computes the maps of its shard of the images
+        (:func:`~sppnet.engine.distributed.shard`), then the shards are exchanged so that every
+        rank holds the whole cache (the fine-tuning sampler may give any rank any image).
+        """
         was_training = detector.training
         detector.eval()
-        cache = cls()
+        entries: dict[int, tuple[list[Tensor], Tensor, tuple[int, int]]] = {}
         try:
-            for i in _bar(range(len(data)), "conv features", progress):
+            for i in _bar(shard(range(len(data))), "conv features", progress):
                 feats = detector.compute_features([data.image(i)])
-                cache.maps.append([m[0].to(dtype) for m in feats.maps])
-                cache.factors.append(torch.stack([f[0] for f in feats.factors]))
-                cache.image_sizes.append(feats.image_sizes[0])
+                entries[i] = (
+                    [m[0].to(dtype) for m in feats.maps],
+                    torch.stack([f[0] for f in feats.factors]),
+                    feats.image_sizes[0],
+                )
         finally:
             detector.train(was_training)
+        if get_world_size() > 1:
+            entries = _exchange_shards(entries, device=next(detector.parameters()).device)
+        cache = cls()
+        for i in range(len(data)):
+            maps, factors, size = entries[i]
+            cache.maps.append(maps)
+            cache.factors.append(factors)
+            cache.image_sizes.append(size)
         return cache
 
     def __len__(self) -> int:
@@ -222,6 +238,23 @@ class FeatureCache:
             torch.stack([self.factors[i][k] for i in indices]).to(device) for k in range(num_scales)
         ]
         return MultiScaleFeatures(maps, factors, [self.image_sizes[i] for i in indices])
+
+
+def _exchange_shards(
+    entries: dict[int, tuple[list[Tensor], Tensor, tuple[int, int]]], device: torch.device
+) -> dict[int, tuple[list[Tensor], Tensor, tuple[int, int]]]:
+    """Every rank's cache entries, merged; tensors travel through host memory (pickled by
+    ``all_gather_object``, which cannot carry one rank's GPU tensors to another) and come back
+    on ``device``."""
+    host = {
+        i: ([m.to("cpu") for m in maps], factors.to("cpu"), size)
+        for i, (maps, factors, size) in entries.items()
+    }
+    merged: dict[int, tuple[list[Tensor], Tensor, tuple[int, int]]] = {}
+    for part in all_gather_object(host):
+        for i, (maps, factors, size) in part.items():
+            merged[i] = ([m.to(device) for m in maps], factors.to(device), size)
+    return merged
 
 
 # ----------------------------------------------------------------------------- gradient stages
