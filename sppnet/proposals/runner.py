@@ -145,7 +145,9 @@ def _run(
             _WORKER_CACHE = saved
             cv2.setNumThreads(previous)
         return
-    with multiprocessing.get_context().Pool(
+    # forkserver, not fork: a child forked from a process whose torch/OpenMP threads are running
+    # can deadlock (seen once here while a benchmark filled the cache); spawn would also do.
+    with multiprocessing.get_context("forkserver").Pool(
         min(workers, len(tasks)), initializer=_init_worker, initargs=arguments
     ) as pool:
         yield from pool.imap_unordered(_process, tasks, chunksize=1)
