@@ -428,9 +428,31 @@ class SPPNetDetector(nn.Module):
         """Eval-mode detection given precomputed features (see :meth:`forward`)."""
         pooled = self.pool_windows(features, proposals)
         scores, deltas = self.score_windows(pooled)
+        return self.windows_to_detections(proposals, scores, deltas, features.image_sizes)
+
+    def windows_to_detections(
+        self,
+        proposals: Sequence[Tensor],
+        scores: Tensor,
+        deltas: Tensor | None,
+        image_sizes: Sequence[tuple[int, int]],
+    ) -> list[dict[str, Tensor]]:
+        """Per-window scores and box deltas -> per-image detections (box decoding, then
+        :attr:`postprocess`: per-class NMS, score threshold, cap).
+
+        Args:
+            proposals: list of Tensor[M_i, 4] xyxy original pixels.
+            scores: Tensor[K, num_classes], K = sum M_i, windows in the order of ``proposals``.
+            deltas: Tensor[K, num_classes, 4] or None (boxes stay the proposals).
+            image_sizes: (height, width) of each original image.
+
+        Returns:
+            One dict per image: ``boxes`` Tensor[D, 4] float32, ``labels`` Tensor[D] int64
+            (1..num_classes), ``scores`` Tensor[D] float32.
+        """
         results = []
         start = 0
-        for i, props in enumerate(proposals):
+        for props, size in zip(proposals, image_sizes, strict=True):
             m = props.shape[0]
             p = props.to(device=scores.device, dtype=torch.float32)
             s = scores[start : start + m]
@@ -439,7 +461,7 @@ class SPPNetDetector(nn.Module):
             else:
                 d = deltas[start : start + m].reshape(m, -1)
                 boxes = self.box_coder.decode(d, p).view(m, -1, 4)
-            results.append(self.postprocess(boxes, s, features.image_sizes[i]))
+            results.append(self.postprocess(boxes, s, size))
             start += m
         return results
 

@@ -28,45 +28,7 @@ from torch import Tensor, nn
 from sppnet.ops import spp
 from sppnet.ops.warp import iter_crop_and_warp
 
-__all__ = ["RCNNDetector", "windows_to_detections"]
-
-
-def windows_to_detections(
-    detector: nn.Module,
-    proposals: Sequence[Tensor],
-    scores: Tensor,
-    deltas: Tensor | None,
-    image_sizes: Sequence[tuple[int, int]],
-) -> list[dict[str, Tensor]]:
-    """Turn per-window scores and box deltas into per-image detections with ``detector``'s box
-    coder and post-processing (per-class NMS, score threshold, cap).
-
-    Args:
-        detector: an :class:`~sppnet.models.detector.SPPNetDetector` (uses ``box_coder`` and
-            ``postprocess``).
-        proposals: list of Tensor[M_i, 4] xyxy original pixels.
-        scores: Tensor[K, num_classes], K = sum M_i, windows in the order of ``proposals``.
-        deltas: Tensor[K, num_classes, 4] or None (boxes stay the proposals).
-        image_sizes: (height, width) of each original image.
-
-    Returns:
-        One dict per image: ``boxes`` Tensor[D, 4] float32, ``labels`` Tensor[D] int64
-        (1..num_classes), ``scores`` Tensor[D] float32.
-    """
-    results = []
-    start = 0
-    for props, size in zip(proposals, image_sizes, strict=True):
-        m = props.shape[0]
-        p = props.to(device=scores.device, dtype=torch.float32)
-        s = scores[start : start + m]
-        if deltas is None:
-            boxes = p[:, None, :].expand(m, s.shape[1], 4)
-        else:
-            d = deltas[start : start + m].reshape(m, -1)
-            boxes = detector.box_coder.decode(d, p).view(m, -1, 4)
-        results.append(detector.postprocess(boxes, s, size))
-        start += m
-    return results
+__all__ = ["RCNNDetector"]
 
 
 class RCNNDetector(nn.Module):
@@ -202,4 +164,4 @@ class RCNNDetector(nn.Module):
             if d is not None:
                 deltas.append(d)
         all_deltas = torch.cat(deltas) if deltas else None
-        return windows_to_detections(self.detector, proposals, torch.cat(scores), all_deltas, sizes)
+        return self.detector.windows_to_detections(proposals, torch.cat(scores), all_deltas, sizes)
