@@ -10,6 +10,7 @@ from torch import Tensor
 
 MODES = ("max", "avg")
 MAPPINGS = ("paper", "round")
+BACKENDS = ("auto", "torch", "numba")
 
 
 def check_input(input: Tensor, fn: str) -> None:
@@ -54,6 +55,12 @@ def check_mapping(mapping: str, fn: str) -> str:
     if mapping not in MAPPINGS:
         raise ValueError(f"{fn}: mapping must be one of {MAPPINGS}, got {mapping!r}")
     return mapping
+
+
+def check_backend(backend: str, fn: str) -> str:
+    if backend not in BACKENDS:
+        raise ValueError(f"{fn}: backend must be one of {BACKENDS}, got {backend!r}")
+    return backend
 
 
 def check_spatial_scale(spatial_scale: float, fn: str) -> float:

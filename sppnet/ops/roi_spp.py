@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Sequence
 
 import torch
 from torch import Tensor, nn
 
 from sppnet.ops._checks import (
+    check_backend,
     check_input,
     check_levels,
     check_mapping,
@@ -101,6 +103,7 @@ def roi_spp(
     spatial_scale: float = 1 / 16,
     mode: str = "max",
     mapping: str = "paper",
+    backend: str = "auto",
 ) -> Tensor:
     """Spatial pyramid pooling of each region of a batch of feature maps (SPP-net detection).
 
@@ -151,6 +154,8 @@ def roi_spp(
         spatial_scale: feature cells per input pixel, ``1/S`` (> 0).
         mode: ``"max"`` or ``"avg"``.
         mapping: ``"paper"`` or ``"round"`` (see above).
+        backend: ``"auto"``, ``"torch"`` or ``"numba"`` (see :func:`resolve_backend`); both
+            give the same values and gradients bit for bit.
 
     Returns:
         Tensor[K, C * sum(n*n for n in levels)] of ``input``'s dtype: levels in the given order,
@@ -165,12 +170,52 @@ def roi_spp(
     spatial_scale = check_spatial_scale(spatial_scale, _FN)
     mode = check_mode(mode, _FN)
     mapping = check_mapping(mapping, _FN)
+    use_numba = resolve_backend(input, check_backend(backend, _FN)) == "numba"
     image, coords = boxes_to_rois(boxes, input.shape[0], input.device)
     if mapping == "round":
         # roi_pool does its arithmetic in the input's dtype (its `T`); 16-bit inputs use float32.
         arith = input.dtype if input.dtype in (torch.float32, torch.float64) else torch.float32
         coords = coords.to(arith)
-    return RoISPPFunction.apply(input, image, coords, levels, spatial_scale, mode, mapping)
+    if use_numba:
+        from sppnet.ops._roi_spp_numba import RoISPPNumbaFunction
+
+        function = RoISPPNumbaFunction
+    else:
+        function = RoISPPFunction
+    return function.apply(input, image, coords, levels, spatial_scale, mode, mapping)
+
+
+def resolve_backend(input: Tensor, backend: str) -> str:
+    """The kernel that pools ``input``: ``"torch"`` or ``"numba"``.
+
+    ``"numba"`` is the fused CPU kernel (:mod:`sppnet.ops._roi_spp_numba`): CPU float32 and
+    float64 tensors only; asking for it with anything else raises ValueError. ``"torch"`` is the
+    pure-PyTorch path, for every device and dtype. ``"auto"`` picks numba for a CPU float32 or
+    float64 input when numba is importable and the call is not being traced, scripted or
+    compiled (numba kernels are opaque to ``torch.jit``/``torch.compile``), and torch otherwise
+    (CUDA, MPS, float16, bfloat16).
+
+    Raises:
+        ValueError: ``backend="numba"`` for an input that is not a CPU float32/float64 tensor.
+    """
+    if backend == "torch":
+        return "torch"
+    supported = input.device.type == "cpu" and input.dtype in (torch.float32, torch.float64)
+    if backend == "numba":
+        if not supported:
+            raise ValueError(
+                f"{_FN}: backend='numba' needs a CPU float32 or float64 input, got "
+                f"{input.dtype} on {input.device}; use backend='torch' or 'auto'"
+            )
+        return "numba"
+    if not supported or _is_tracing() or importlib.util.find_spec("numba") is None:
+        return "torch"
+    return "numba"
+
+
+def _is_tracing() -> bool:
+    compiling = getattr(torch.compiler, "is_compiling", lambda: False)()
+    return compiling or torch.jit.is_tracing() or torch.jit.is_scripting()
 
 
 class RoISpatialPyramidPooling(nn.Module):
@@ -181,6 +226,7 @@ class RoISpatialPyramidPooling(nn.Module):
         spatial_scale: feature cells per input pixel, ``1/S``.
         mode: ``"max"`` or ``"avg"``.
         mapping: ``"paper"`` or ``"round"``.
+        backend: ``"auto"``, ``"torch"`` or ``"numba"`` (see :func:`resolve_backend`).
     """
 
     def __init__(
@@ -189,6 +235,7 @@ class RoISpatialPyramidPooling(nn.Module):
         spatial_scale: float = 1 / 16,
         mode: str = "max",
         mapping: str = "paper",
+        backend: str = "auto",
     ) -> None:
         super().__init__()
         name = type(self).__name__
@@ -196,16 +243,19 @@ class RoISpatialPyramidPooling(nn.Module):
         self.spatial_scale = check_spatial_scale(spatial_scale, name)
         self.mode = check_mode(mode, name)
         self.mapping = check_mapping(mapping, name)
+        self.backend = check_backend(backend, name)
 
     def output_size(self, channels: int) -> int:
         """Length of each region's vector for a ``channels``-channel map: ``C * sum(n*n)``."""
         return channels * num_bins(self.levels)
 
     def forward(self, input: Tensor, boxes: Tensor | Sequence[Tensor]) -> Tensor:
-        return roi_spp(input, boxes, self.levels, self.spatial_scale, self.mode, self.mapping)
+        return roi_spp(
+            input, boxes, self.levels, self.spatial_scale, self.mode, self.mapping, self.backend
+        )
 
     def extra_repr(self) -> str:
         return (
             f"levels={self.levels}, spatial_scale={self.spatial_scale:g}, mode={self.mode!r}, "
-            f"mapping={self.mapping!r}, bins={num_bins(self.levels)}"
+            f"mapping={self.mapping!r}, backend={self.backend!r}, bins={num_bins(self.levels)}"
         )
