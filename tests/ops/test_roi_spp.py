@@ -249,11 +249,11 @@ def test_nan_and_inf_propagate():
 def test_chunked_equals_unchunked(monkeypatch):
     x, boxes, levels, scale = random_case(3)
     x.requires_grad_(True)
-    for mode in ("max", "avg"):
-        want = roi_spp(x, boxes, levels, scale, mode)
+    for mode in ("max", "avg"):  # the torch path's chunks (the numba kernels have none)
+        want = roi_spp(x, boxes, levels, scale, mode, backend="torch")
         (want_grad,) = torch.autograd.grad(want.sum(), x)
         monkeypatch.setattr(_roi_spp_autograd, "CHUNK_ELEMENTS", 7)  # one region per chunk
-        got = roi_spp(x, boxes, levels, scale, mode)
+        got = roi_spp(x, boxes, levels, scale, mode, backend="torch")
         (got_grad,) = torch.autograd.grad(got.sum(), x)
         monkeypatch.undo()
         assert torch.equal(got, want)
@@ -271,10 +271,11 @@ def test_millions_of_boxes_in_bounded_chunks():
     boxes = torch.cat([torch.zeros(k, 1), xy, xy + wh], dim=1)
     step = _roi_spp_autograd._chunk_size(4, _roi_spp_autograd.make_plan((4, 2, 1), True))
     assert step < k  # several chunks
-    out = roi_spp(x, boxes, (4, 2, 1))
+    out = roi_spp(x, boxes, (4, 2, 1), backend="torch")
     assert out.shape == (k, 4 * 21)
     pick = torch.randint(k, (3000,), generator=gen)
     np.testing.assert_array_equal(out[pick].numpy(), roi_spp(x, boxes[pick], (4, 2, 1)).numpy())
+    np.testing.assert_array_equal(roi_spp(x, boxes, (4, 2, 1), backend="numba"), out)
     ref = roi_spp_reference(
         x.numpy(), boxes[pick[:200]].double().numpy(), (4, 2, 1), 1 / 16, "max", "paper"
     )
@@ -321,7 +322,8 @@ def test_every_window_choice_gives_the_same_result(monkeypatch, cells, regions):
     assert exact == (regions > 1 and cells > 0)  # both layouts get exercised
     for mapping in ("paper", "round"):
         want = roi_spp_reference(x.numpy(), boxes.numpy(), (6, 3, 2, 1), 1 / 16, "max", mapping)
-        np.testing.assert_array_equal(roi_spp(x, boxes, (6, 3, 2, 1), 1 / 16, "max", mapping), want)
+        got = roi_spp(x, boxes, (6, 3, 2, 1), 1 / 16, "max", mapping, backend="torch")
+        np.testing.assert_array_equal(got, want)
 
 
 # --- bad input -------------------------------------------------------------------------------
