@@ -46,6 +46,7 @@ from torch import Tensor, nn
 from torch.utils.data import Dataset
 
 from sppnet.engine.distributed import all_gather_object, get_world_size, shard
+from sppnet.engine.prefix_cache import TrunkPrefixCache
 from sppnet.models.detector import (
     MultiScaleFeatures,
     SPPNetDetector,
@@ -467,11 +468,20 @@ def finetune_end_to_end(
         raise TypeError("finetune_end_to_end needs the softmax head (fc8) as box_predictor")
     _configure_sampling(detector, cfg)
     device = next(detector.parameters()).device
+    trunk_cache, cache_note = _trunk_cache(detector, data, cfg)
 
     def step(model: nn.Module, batch: list[int]) -> dict[str, Tensor]:
-        images = [data.image(i).to(device) for i in batch]
         props = [data.proposals[i].to(device) for i in batch]
-        losses = model(images, props, _targets(data, batch, device))
+        targets = _targets(data, batch, device)
+        if trunk_cache is None:
+            images = [data.image(i).to(device) for i in batch]
+            losses = model(images, props, targets)
+        else:
+            # The scale is drawn exactly as the detector's training forward draws it.
+            scales = detector.config.scales
+            scale = scales[int(torch.randint(len(scales), (1,)))] if len(scales) > 1 else scales[0]
+            feats = trunk_cache.features(batch, scale)
+            losses = model(None, props, targets, features=feats)
         return {"loss": losses["loss_classifier"]}
 
     head = [p for m in (detector.box_head, detector.box_predictor) for p in m.parameters()]
@@ -489,7 +499,30 @@ def finetune_end_to_end(
         progress,
     )
     log.info["trunk_parameters"] = sum(p.numel() for p in trunk)
+    log.info["trunk_cache"] = cache_note
+    if trunk_cache is not None:
+        log.info["trunk_cache"] = (
+            f"{len(trunk_cache)} entries, {trunk_cache.nbytes / 2**20:.0f} MiB, "
+            f"{trunk_cache.hits} hits, {trunk_cache.misses} misses"
+        )
     return log
+
+
+def _trunk_cache(
+    detector: SPPNetDetector, data: DetectionSet, cfg: TrainingConfig
+) -> tuple[TrunkPrefixCache | None, str]:
+    """The frozen-prefix cache for end-to-end fine-tuning, or None and the reason it is off."""
+    if cfg.trunk_cache_mb == 0:
+        return None, "off (trunk_cache_mb = 0)"
+    if cfg.trunk_frozen_prefix == 0:
+        return None, "off (no frozen prefix)"
+    try:
+        cache = TrunkPrefixCache(
+            detector, data.image, cfg.trunk_frozen_prefix, cfg.trunk_cache_mb * 2**20
+        )
+    except TypeError as err:  # a trunk whose body cannot be split: run it whole each step
+        return None, f"off ({err})"
+    return cache, "on"
 
 
 # ----------------------------------------------------------------------------- SVMs

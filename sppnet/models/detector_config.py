@@ -221,6 +221,9 @@ class TrainingConfig(_Serializable):
         epochs_e2e / lr_e2e / lr_e2e_trunk: end-to-end fine-tuning through ``roi_spp`` into the
             trunk (the trunk's learning rate is separate; batch norm stays frozen).
         trunk_frozen_prefix: the first N modules of the trunk stay frozen end to end.
+        trunk_cache_mb: end to end, the frozen first blocks' output is computed once per image
+            and scale and kept, up to this many MiB (0: recompute it every step); see
+            :mod:`sppnet.engine.prefix_cache`.
         lr_decay_at: fraction of each stage's steps after which its learning rate drops 10x.
         weight_decay / momentum: SGD.
         svm_c / svm_pos_weight / svm_bias_multiplier / svm_feature_norm: the released code's
@@ -247,6 +250,7 @@ class TrainingConfig(_Serializable):
     lr_e2e: float = 1e-3
     lr_e2e_trunk: float = 1e-4
     trunk_frozen_prefix: int = 4
+    trunk_cache_mb: int = 1024
     lr_decay_at: float = 0.75
     weight_decay: float = 5e-4
     momentum: float = 0.9
@@ -298,6 +302,8 @@ class TrainingConfig(_Serializable):
             raise ValueError(
                 f"cache_dtype must be float16, bfloat16 or float32, got {self.cache_dtype!r}"
             )
+        if self.trunk_cache_mb < 0:
+            raise ValueError(f"trunk_cache_mb must be >= 0, got {self.trunk_cache_mb}")
         if self.max_proposals < 1:
             raise ValueError(f"max_proposals must be >= 1, got {self.max_proposals}")
         if not 0.0 < self.lr_decay_at <= 1.0:

@@ -1,0 +1,151 @@
+"""The frozen-trunk-prefix cache of end-to-end fine-tuning (sppnet.engine.prefix_cache)."""
+
+import re
+
+import pytest
+import torch
+from torch import nn
+
+from sppnet.engine.detection import DetectionSet, finetune_end_to_end, trunk_parameters
+from sppnet.engine.prefix_cache import TrunkPrefixCache, split_trunk
+from sppnet.models import SPPNetDetector
+from sppnet.models.detector_config import DetectorConfig, TrainingConfig
+from sppnet.models.heads import SoftmaxHead
+
+
+def _detector(scales=(64,)) -> SPPNetDetector:
+    torch.manual_seed(0)
+    config = DetectorConfig(
+        num_classes=2,
+        backbone="small",
+        backbone_kwargs={"channels": [8, 8, 16]},
+        backbone_weights=None,
+        levels=(2, 1),
+        scales=scales,
+        fc_dims=(16,),
+        max_size=200,
+        target_side=48.0,
+        scoring="softmax",
+    )
+    return SPPNetDetector(config).eval()
+
+
+def _images(sizes, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return [torch.randint(0, 256, (3, h, w), generator=g, dtype=torch.uint8) for h, w in sizes]
+
+
+@pytest.mark.parametrize("sizes", [[(64, 80), (64, 80)], [(64, 80), (50, 90), (70, 60)]])
+def test_cached_prefix_gives_the_trunks_own_maps(sizes):
+    detector = _detector()
+    images = _images(sizes)
+    cache = TrunkPrefixCache(detector, images.__getitem__, 3, max_bytes=2**20)
+    expected = detector.compute_features(images, [72])
+    for _ in range(2):  # the second pass reads the kept entries
+        got = cache.features(list(range(len(images))), 72)
+        torch.testing.assert_close(got.maps[0], expected.maps[0], rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(got.factors[0], expected.factors[0])
+        assert got.image_sizes == expected.image_sizes
+    assert (cache.misses, cache.hits, len(cache)) == (len(images), len(images), len(images))
+
+
+def test_gradient_reaches_the_trained_blocks_as_without_the_cache():
+    detector = _detector()
+    images = _images([(64, 80), (64, 80)])
+    trained = trunk_parameters(detector, 3)
+    assert trained
+    cache = TrunkPrefixCache(detector, images.__getitem__, 3, max_bytes=2**20)
+    grads = []
+    for use_cache in (False, True):
+        detector.zero_grad()
+        if use_cache:
+            maps = cache.features([0, 1], 64).maps[0]
+        else:
+            maps = detector.compute_features(images).maps[0]
+        (maps * torch.linspace(-1, 1, maps.shape[-1])).sum().backward()
+        grads.append([p.grad.clone() for p in trained])
+    for a, b in zip(*grads, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+
+
+def test_budget_zero_keeps_nothing_and_still_answers():
+    detector = _detector()
+    images = _images([(64, 80)])
+    cache = TrunkPrefixCache(detector, images.__getitem__, 3, max_bytes=0)
+    a = cache.features([0], 64).maps[0]
+    b = cache.features([0], 64).maps[0]
+    torch.testing.assert_close(a, b)
+    assert (len(cache), cache.nbytes, cache.misses, cache.hits) == (0, 0, 2, 0)
+
+
+def test_budget_caps_the_kept_bytes():
+    detector = _detector()
+    images = _images([(64, 80)] * 4)
+    one = TrunkPrefixCache(detector, images.__getitem__, 3, max_bytes=2**20)
+    one.features([0], 64)
+    per_entry = one.nbytes
+    cache = TrunkPrefixCache(detector, images.__getitem__, 3, max_bytes=2 * per_entry + 1)
+    cache.features([0, 1, 2, 3], 64)
+    assert len(cache) == 2 and cache.nbytes == 2 * per_entry
+
+
+def test_split_trunk_errors():
+    detector = _detector()
+    n = len(list(detector.backbone.body.children()))
+    prefix, suffix = split_trunk(detector, 2)
+    assert len(prefix) == 2 and len(suffix) == n - 2
+    for bad in (0, n):
+        with pytest.raises(ValueError, match="frozen_prefix"):
+            split_trunk(detector, bad)
+    detector.backbone.body = nn.ModuleList(list(detector.backbone.body.children()))
+    with pytest.raises(TypeError, match=r"not an nn\.Sequential"):
+        split_trunk(detector, 2)
+    with pytest.raises(ValueError, match="max_bytes"):
+        TrunkPrefixCache(_detector(), lambda i: None, 2, max_bytes=-1)
+
+
+def _toy_data(n=4):
+    g = torch.Generator().manual_seed(1)
+    items, proposals = [], []
+    for i in range(n):
+        image = torch.randint(0, 256, (3, 64, 80), generator=g, dtype=torch.uint8)
+        boxes = torch.tensor([[8.0, 8.0, 40.0, 40.0], [44.0, 20.0, 76.0, 60.0]])
+        target = {"boxes": boxes, "labels": torch.tensor([1, 2]), "image_id": f"img{i}"}
+        items.append((image, target))
+        jitter = boxes.repeat(6, 1) + torch.randn(12, 4, generator=g) * 3
+        xy = torch.rand(20, 2, generator=g) * 50
+        proposals.append(torch.cat([jitter, torch.cat([xy, xy + 10], dim=1)]))
+    return DetectionSet(items, proposals, keep_images=True)
+
+
+@pytest.mark.parametrize("scales", [(64,), (56, 72)])
+def test_end_to_end_training_is_the_same_with_and_without_the_cache(tmp_path, scales):
+    data = _toy_data()
+    states, logs = [], []
+    for mb in (0, 16):
+        detector = _detector(scales)
+        detector.set_box_predictor(SoftmaxHead(detector.representation_size, 2))
+        cfg = TrainingConfig(
+            stages=("end_to_end",),
+            epochs_e2e=3,
+            lr_e2e=0.01,
+            lr_e2e_trunk=0.01,
+            trunk_frozen_prefix=3,
+            trunk_cache_mb=mb,
+            windows_per_batch=16,
+        )
+        torch.manual_seed(0)
+        log = finetune_end_to_end(detector, data, cfg, tmp_path / f"mb{mb}")
+        states.append({k: v.clone() for k, v in detector.state_dict().items()})
+        logs.append(log)
+    assert logs[0].info["trunk_cache"] == "off (trunk_cache_mb = 0)"
+    # 4 images, 3 epochs of 2 steps of 2 images: 12 requests, at most 4 per scale computed.
+    kept, hits, misses = map(
+        int, re.findall(r"(\d+) (?:entries|hits|misses)", logs[1].info["trunk_cache"])
+    )
+    assert kept == misses <= 4 * len(scales) and hits + misses == 12, logs[1].info
+    changed = False
+    for k, v in states[0].items():
+        torch.testing.assert_close(states[1][k], v, rtol=1e-4, atol=1e-5, msg=k)
+        changed |= not torch.equal(v, _detector(scales).state_dict().get(k, v))
+    assert changed  # training did move the weights
