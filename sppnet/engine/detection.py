@@ -185,8 +185,12 @@ class FeatureCache:
         data: DetectionSet,
         dtype: torch.dtype = torch.float16,
         progress: bool = False,
+        trunk: TrunkPrefixCache | None = None,
     ) -> FeatureCache:
         """Run the trunk once per image and scale (eval mode) and keep the maps in ``dtype``.
+
+        With ``trunk`` (a :class:`~sppnet.engine.prefix_cache.TrunkPrefixCache` of this
+        detector), the trunk's frozen first blocks are taken from, or added to, that cache.
 
         Under ``torchrun`` each rank computes the maps of its shard of the images
         (:func:`~sppnet.engine.distributed.shard`), then the shards are exchanged so that every
@@ -197,7 +201,15 @@ class FeatureCache:
         entries: dict[int, tuple[list[Tensor], Tensor, tuple[int, int]]] = {}
         try:
             for i in _bar(shard(range(len(data))), "conv features", progress):
-                feats = detector.compute_features([data.image(i)])
+                if trunk is None:
+                    feats = detector.compute_features([data.image(i)])
+                else:
+                    per_scale = [trunk.features([i], s) for s in detector.config.scales]
+                    feats = MultiScaleFeatures(
+                        [f.maps[0] for f in per_scale],
+                        [f.factors[0] for f in per_scale],
+                        per_scale[0].image_sizes,
+                    )
                 entries[i] = (
                     [m[0].to(dtype) for m in feats.maps],
                     torch.stack([f[0] for f in feats.factors]),
@@ -456,6 +468,7 @@ def finetune_end_to_end(
     output_dir: str | os.PathLike[str],
     resume: bool = False,
     progress: bool = False,
+    trunk_cache: TrunkPrefixCache | None = None,
 ) -> StageLog:
     """Fine-tune the trunk too, back-propagating through ``roi_spp`` (beyond the paper).
 
@@ -463,12 +476,17 @@ def finetune_end_to_end(
     from ``config.scales`` (the detector's training mode), samples windows as in
     :func:`finetune_fc`, and updates fc6/fc7/fc8 (``lr_e2e``) and the trunk's blocks after the
     first ``trunk_frozen_prefix`` (``lr_e2e_trunk``). Checkpoints go to ``output_dir/end_to_end``.
+    The frozen blocks' output comes from ``trunk_cache`` (by default a new one, when
+    ``cfg.trunk_cache_mb`` allows; see :mod:`sppnet.engine.prefix_cache`).
     """
     if not isinstance(detector.box_predictor, SoftmaxHead):
         raise TypeError("finetune_end_to_end needs the softmax head (fc8) as box_predictor")
     _configure_sampling(detector, cfg)
     device = next(detector.parameters()).device
-    trunk_cache, cache_note = _trunk_cache(detector, data, cfg)
+    if trunk_cache is None:
+        trunk_cache, cache_note = _trunk_cache(detector, data, cfg)
+    else:
+        cache_note = "on"
 
     def step(model: nn.Module, batch: list[int]) -> dict[str, Tensor]:
         props = [data.proposals[i].to(device) for i in batch]
@@ -782,10 +800,12 @@ def train_detector(
         fc8 = SoftmaxHead(detector.representation_size, detector.config.num_classes)
         detector.set_box_predictor(fc8.to(device))
     cache: FeatureCache | None = None
+    # One frozen-prefix cache serves the conv-map caches and end-to-end fine-tuning alike.
+    trunk = _trunk_cache(detector, data, cfg)[0] if "end_to_end" in cfg.stages else None
 
     def fresh_cache() -> FeatureCache:
         t = time.perf_counter()
-        c = FeatureCache.build(detector, data, dtype, progress)
+        c = FeatureCache.build(detector, data, dtype, progress, trunk=trunk)
         log = StageLog("feature_cache", time.perf_counter() - t)
         log.info.update(bytes=c.nbytes, dtype=cfg.cache_dtype, images=len(c))
         heads.logs.append(log)
@@ -795,7 +815,7 @@ def train_detector(
         if stage not in cfg.stages:
             continue
         if stage == "end_to_end":
-            log = finetune_end_to_end(detector, data, cfg, output_dir, resume, progress)
+            log = finetune_end_to_end(detector, data, cfg, output_dir, resume, progress, trunk)
             heads.logs.append(log)
             cache = None  # the trunk changed
             continue

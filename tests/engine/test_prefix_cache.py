@@ -149,3 +149,20 @@ def test_end_to_end_training_is_the_same_with_and_without_the_cache(tmp_path, sc
         torch.testing.assert_close(states[1][k], v, rtol=1e-4, atol=1e-5, msg=k)
         changed |= not torch.equal(v, _detector(scales).state_dict().get(k, v))
     assert changed  # training did move the weights
+
+
+def test_feature_cache_built_through_the_prefix_cache_matches_the_plain_one():
+    from sppnet.engine.detection import FeatureCache
+
+    data = _toy_data(3)
+    detector = _detector(scales=(56, 72))
+    trunk = TrunkPrefixCache(detector, data.image, 3, max_bytes=2**20)
+    plain = FeatureCache.build(detector, data, torch.float32)
+    through = FeatureCache.build(detector, data, torch.float32, trunk=trunk)
+    assert len(trunk) == 6  # 3 images x 2 scales, now ready for end-to-end fine-tuning
+    for a, b in zip(plain.maps, through.maps, strict=True):
+        for x, y in zip(a, b, strict=True):
+            torch.testing.assert_close(y, x, rtol=1e-5, atol=1e-5)
+    for a, b in zip(plain.factors, through.factors, strict=True):
+        torch.testing.assert_close(b, a)
+    assert plain.image_sizes == through.image_sizes
