@@ -3,22 +3,28 @@
 For each configuration (regions K, channels C, levels) one feature map Tensor[1, C, 38, 50] (the
 conv5 map of a 600 x 800 image at stride 16) and K seeded synthetic proposals are pooled by:
 
-- ``ours``: :func:`sppnet.ops.roi_spp` (paper mapping, max);
+- ``ours``: :func:`sppnet.ops.roi_spp` (paper mapping, max) with its default ``backend="auto"``:
+  the fused numba kernel on CPU (float32), the pure-PyTorch path elsewhere;
+- ``ours torch``: the same op forced onto its pure-PyTorch path (``backend="torch"``);
 - ``roi_pool``: ``torchvision.ops.roi_pool`` called once per level and concatenated;
 - ``loop``: a Python loop over regions, each window cropped (paper mapping) and pooled by
   ``adaptive_max_pool2d`` per level, as today's PyTorch SPP layers do.
 
 Each is timed forward and forward+backward (gradient of the sum w.r.t. the map), as the median of
-``repeats`` runs after one warm-up (the loop, much slower, gets ``loop_repeats`` and no warm-up);
+``repeats`` runs after one warm-up (numba compiles there, or loads its cache; the loop, much slower,
+gets ``loop_repeats`` and no warm-up);
 the methods take turns within every round, in one process, so that a shared machine's changing
 load hits them alike and the ratios hold. Proposals: widths and heights log-uniform in [16, 800]
 and [16, 600] pixels, positions uniform inside the image (seed 0), a stand-in for selective
 search's boxes.
 
 Also reported: the bytes the op must read at least (the map once plus the boxes), the bytes of
-its output, and the peak memory allocated during one forward pass of ``ours`` and of
-``roi_pool``-per-level, output included (CPU: from the profiler's memory events; CUDA: the
-allocator's peak).
+its output, the time to allocate a fresh output-sized tensor and write it once (``torch.empty``
++ ``fill_``, timed in the same rounds: a floor for any op that returns a new tensor of that size,
+mostly page faults on CPU) and the loop's speed-up that floor would give, and the peak memory
+allocated during one forward pass of ``ours`` and of ``roi_pool``-per-level, output included (CPU:
+from the profiler's memory events, which see torch's allocations only, not numba's per-thread
+scratch of a few hundred KB; CUDA: the allocator's peak).
 """
 
 from __future__ import annotations
@@ -37,6 +43,7 @@ from torch import Tensor
 
 from sppnet.ops import roi_spp
 from sppnet.ops._bins import paper_window
+from sppnet.ops.roi_spp import resolve_backend
 
 IMAGE_SIZE = (600, 800)  # (height, width) pixels
 STRIDE = 16
@@ -61,6 +68,12 @@ ROW_KEYS = (
     "output_mb",
     "ours_peak_mb",
     "roi_pool_peak_mb",
+    "ours_torch_forward_ms",
+    "ours_torch_forward_backward_ms",
+    "forward_speedup_vs_ours_torch",
+    "forward_backward_speedup_vs_ours_torch",
+    "output_alloc_touch_ms",
+    "floor_speedup_vs_loop",
 )
 
 
@@ -98,6 +111,15 @@ def proposals(count: int, seed: int = 0, device: str = "cpu") -> Tensor:
 
 def _ours(x: Tensor, boxes: Tensor, levels: tuple[int, ...]) -> Tensor:
     return roi_spp(x, boxes, levels, 1 / STRIDE, "max", "paper")
+
+
+def _ours_torch(x: Tensor, boxes: Tensor, levels: tuple[int, ...]) -> Tensor:
+    return roi_spp(x, boxes, levels, 1 / STRIDE, "max", "paper", backend="torch")
+
+
+def _alloc_touch(like: Tensor, shape: tuple[int, int]) -> Callable[[], Tensor]:
+    """A fresh tensor of the output's shape, written once: the floor of returning an output."""
+    return lambda: like.new_empty(shape).fill_(1.0)
 
 
 def _roi_pool_per_level(x: Tensor, boxes: Tensor, levels: tuple[int, ...]) -> Tensor:
@@ -203,6 +225,12 @@ class OpsRow:
     output_mb: float
     ours_peak_mb: float
     roi_pool_peak_mb: float
+    ours_torch_forward_ms: float
+    ours_torch_forward_backward_ms: float
+    forward_speedup_vs_ours_torch: float
+    forward_backward_speedup_vs_ours_torch: float
+    output_alloc_touch_ms: float
+    floor_speedup_vs_loop: float | None
 
 
 def measure(
@@ -213,10 +241,14 @@ def measure(
     gen = torch.Generator().manual_seed(settings.seed)
     x = torch.randn(1, channels, *MAP_SIZE, generator=gen).to(device)
     boxes = proposals(regions, settings.seed, settings.device)
+    bins = sum(n * n for n in levels)
     methods = {
         "ours_f": lambda: _ours(x, boxes, levels),
+        "torch_f": lambda: _ours_torch(x, boxes, levels),
         "tv_f": lambda: _roi_pool_per_level(x, boxes, levels),
+        "floor": _alloc_touch(x, (regions, channels * bins)),
         "ours_fb": _forward_backward(_ours, x, boxes, levels),
+        "torch_fb": _forward_backward(_ours_torch, x, boxes, levels),
         "tv_fb": _forward_backward(_roi_pool_per_level, x, boxes, levels),
     }
     ms = _interleaved_medians_ms(methods, settings.repeats, device)
@@ -230,7 +262,6 @@ def measure(
         }
         loop_ms = _interleaved_medians_ms(loop, settings.loop_repeats, device, warmup=False)
         loop_f, loop_fb = loop_ms["f"], loop_ms["fb"]
-    bins = sum(n * n for n in levels)
     item = x.element_size()
     return OpsRow(
         regions=regions,
@@ -250,6 +281,12 @@ def measure(
         output_mb=regions * channels * bins * item / 2**20,
         ours_peak_mb=peak_memory_mb(methods["ours_f"], device),
         roi_pool_peak_mb=peak_memory_mb(methods["tv_f"], device),
+        ours_torch_forward_ms=ms["torch_f"],
+        ours_torch_forward_backward_ms=ms["torch_fb"],
+        forward_speedup_vs_ours_torch=ms["torch_f"] / ours_f,
+        forward_backward_speedup_vs_ours_torch=ms["torch_fb"] / ours_fb,
+        output_alloc_touch_ms=ms["floor"],
+        floor_speedup_vs_loop=None if loop_f is None else loop_f / ms["floor"],
     )
 
 
@@ -272,6 +309,9 @@ def run_benchmark(
             "image": list(IMAGE_SIZE),
             "stride": STRIDE,
             "torch_threads": torch.get_num_threads(),
+            "ours_backend": resolve_backend(
+                torch.zeros(1, 1, 1, 1, device=settings.device), "auto"
+            ),
             "torch": torch.__version__,
             "torchvision": torchvision.__version__,
         },
@@ -286,11 +326,12 @@ def _fmt(value: float | None, digits: int = 0) -> str:
 def format_table(result: dict[str, Any]) -> str:
     """The markdown table of :func:`run_benchmark`'s rows (times in ms, medians)."""
     head = (
-        "| C | levels | K | ours fwd | roi_pool fwd | loop fwd | ours f+b | roi_pool f+b "
-        "| loop f+b | fwd x roi_pool | f+b x roi_pool | fwd x loop | f+b x loop "
-        "| min read MB | out MB | ours peak MB | roi_pool peak MB |"
+        "| C | levels | K | ours fwd | ours torch fwd | roi_pool fwd | loop fwd | ours f+b "
+        "| ours torch f+b | roi_pool f+b | loop f+b | fwd x roi_pool | f+b x roi_pool "
+        "| fwd x loop | f+b x loop | out alloc+touch | floor x loop | min read MB | out MB "
+        "| ours peak MB | roi_pool peak MB |"
     )
-    lines = [head, "|" + "---|" * 17]
+    lines = [head, "|" + "---|" * 21]
     for r in result["rows"]:
         levels = "(" + ",".join(str(n) for n in r["levels"]) + ")"
         cells = [
@@ -298,15 +339,19 @@ def format_table(result: dict[str, Any]) -> str:
             levels,
             str(r["regions"]),
             _fmt(r["ours_forward_ms"]),
+            _fmt(r["ours_torch_forward_ms"]),
             _fmt(r["roi_pool_forward_ms"]),
             _fmt(r["loop_forward_ms"]),
             _fmt(r["ours_forward_backward_ms"]),
+            _fmt(r["ours_torch_forward_backward_ms"]),
             _fmt(r["roi_pool_forward_backward_ms"]),
             _fmt(r["loop_forward_backward_ms"]),
             _fmt(r["forward_speedup_vs_roi_pool"], 1),
             _fmt(r["forward_backward_speedup_vs_roi_pool"], 1),
             _fmt(r["forward_speedup_vs_loop"], 0),
             _fmt(r["forward_backward_speedup_vs_loop"], 0),
+            _fmt(r["output_alloc_touch_ms"]),
+            _fmt(r["floor_speedup_vs_loop"], 0),
             _fmt(r["min_read_mb"], 1),
             _fmt(r["output_mb"], 1),
             _fmt(r["ours_peak_mb"], 0),

@@ -32,6 +32,7 @@ import numpy as np
 from numba import njit
 
 _OPTIONS = {"cache": True, "nogil": True, "error_model": "numpy"}
+_PAD = 16  # elements of padding per scratch row
 
 
 @njit(**_OPTIONS)
@@ -57,8 +58,10 @@ def _max_region(
     _, height, width, channels = x.shape
     img = image[k]
     total = lev_bin[-1] + lev_n[-1] * lev_n[-1]
-    bv = np.empty((total, channels), dtype=x.dtype)
-    bi = np.empty((total, channels), dtype=np.int32)
+    # Scratch bins [B', C]; rows padded by 64 bytes: a 2**k-byte row stride maps the column
+    # reads of the transposed write (_write_row) onto a few cache sets.
+    bv = np.empty((total, channels + _PAD), dtype=x.dtype)
+    bi = np.empty((total, channels + _PAD), dtype=np.int32)
     tv = np.empty(channels, dtype=x.dtype)
     ti = np.empty(channels, dtype=np.int32)
     for lv in range(lev_n.shape[0]):
@@ -82,10 +85,10 @@ def _max_region(
                     bv[b, :] = 0
                     bi[b, :] = height * width
                 else:
-                    _pool_cells(x[img], r0, r1, c0, c1, bv[b], bi[b], tv, ti)
-    _write_row(out, k, bv, lev_n, lev_bin, occ_lev, occ_bin)
+                    _pool_cells(x[img], r0, r1, c0, c1, bv[b, :channels], bi[b, :channels], tv, ti)
+    _write_row(out, k, bv, channels, lev_n, lev_bin, occ_lev, occ_bin)
     if arg.shape[0] > 0:
-        _write_row(arg, k, bi, lev_n, lev_bin, occ_lev, occ_bin)
+        _write_row(arg, k, bi, channels, lev_n, lev_bin, occ_lev, occ_bin)
 
 
 @njit(inline="always")
@@ -126,23 +129,24 @@ def _merge_bins(bv, bi, tv, ti, b, first, f, m):
     """Bin ``b`` of a coarse level from the ``f x f`` fine bins (level ``m``) from ``first``,
     folded in turn into ``bv[b]`` and the scratch ``tv`` like :func:`_pool_cells`."""
     count = f * f
-    dst = bv[b]
-    where = bi[b]
+    c = tv.shape[0]
+    dst = bv[b, :c]
+    where = bi[b, :c]
     idx = 1
     if count % 2 == 0:
-        tv[:] = bv[first]
-        ti[:] = bi[first]
+        tv[:] = bv[first, :c]
+        ti[:] = bi[first, :c]
         fine = first + 1 // f * m + 1 % f
-        _fold_pair(dst, where, tv, ti, bv[fine], bi[fine])
+        _fold_pair(dst, where, tv, ti, bv[fine, :c], bi[fine, :c])
         idx = 2
     else:
-        dst[:] = bv[first]
-        where[:] = bi[first]
+        dst[:] = bv[first, :c]
+        where[:] = bi[first, :c]
     while idx < count:
         fine = first + idx // f * m + idx % f
-        _fold_pair(tv, ti, dst, where, bv[fine], bi[fine])
+        _fold_pair(tv, ti, dst, where, bv[fine, :c], bi[fine, :c])
         fine = first + (idx + 1) // f * m + (idx + 1) % f
-        _fold_pair(dst, where, tv, ti, bv[fine], bi[fine])
+        _fold_pair(dst, where, tv, ti, bv[fine, :c], bi[fine, :c])
         idx += 2
 
 
@@ -173,9 +177,9 @@ def _fold_pair(dst, where_dst, src, where_src, other, where_other):
 
 
 @njit(inline="always")
-def _write_row(out, k, buf, lev_n, lev_bin, occ_lev, occ_bin):
-    """Scatter the scratch bins ``buf`` [B', C] into row ``k`` of ``out`` in (C, n, n) blocks."""
-    channels = buf.shape[1]
+def _write_row(out, k, buf, channels, lev_n, lev_bin, occ_lev, occ_bin):
+    """Scatter the scratch bins ``buf`` [B', C (+ padding)] into row ``k`` of ``out`` in
+    (C, n, n) blocks."""
     row = out[k]
     for o in range(occ_lev.shape[0]):
         lv = occ_lev[o]
@@ -196,17 +200,17 @@ def max_backward(ch_lo, ch_hi, grad_out, strides, arg, image, occ_n, occ_bin, gr
     the output's (region, column) order, the order of the PyTorch path's ``index_add_``, and each
     region's block is one contiguous span of ``grad_out``/``arg`` per level."""
     channels, cells = grad.shape[1], grad.shape[2]
+    s0, s1 = strides[0], strides[1]
     for k in range(image.shape[0]):
         img = image[k]
         for o in range(occ_n.shape[0]):
             n2 = occ_n[o] * occ_n[o]
             col = occ_bin[o] * channels
             for ch in range(ch_lo, ch_hi):
-                target = grad[img, ch]
                 for b in range(col + ch * n2, col + (ch + 1) * n2):
                     a = arg[k, b]
                     if a < cells:
-                        target[a] += grad_out[k * strides[0] + b * strides[1]]
+                        grad[img, ch, a] += grad_out[k * s0 + b * s1]
 
 
 @njit(**_OPTIONS)
