@@ -1,0 +1,70 @@
+"""``sppnet demo`` (the README's main job) end to end on a tiny version of its default."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from sppnet.cli.demo import MAIN_VARIANT
+from sppnet.cli.main import main
+
+TINY = [
+    "--set",
+    "data.demo={num_train: 4, num_val: 0, num_test: 2, seed: 1}",
+    "--set",
+    "model.scales=[160]",
+    "--set",
+    "model.fc_dims=[32, 32]",
+    "--set",
+    "train.epochs_fc=1",
+    "--set",
+    "train.epochs_e2e=1",
+    "--set",
+    "train.windows_per_batch=32",
+    "--set",
+    "train.svm_rounds=1",
+    "--set",
+    "data.proposals={mode: fast, shorter_side: 128, max_proposals: 300}",
+]
+
+
+@pytest.mark.slow
+def test_demo_writes_its_report_and_reuses_its_stages(tmp_path: Path, capsys) -> None:
+    out = tmp_path / "demo"
+    argv = ["demo", "--out", str(out), "--no-progress", "--workers", "1", *TINY]
+    assert main([*argv, "--json", str(tmp_path / "r.json")]) == 0
+    printed = capsys.readouterr().out
+    report = json.loads((out / "report.json").read_text())
+    assert json.loads((tmp_path / "r.json").read_text()) == report
+    assert report["format"] == "sppnet-demo" and report["main"] == MAIN_VARIANT
+    expected = {
+        "svm",
+        "svm/no_bbox",
+        "softmax",
+        "softmax/no_bbox",
+        "svm/5_scales_test",
+        "softmax/5_scales_test",
+    }
+    assert set(report["variants"]) == expected
+    main_v = report["variants"][MAIN_VARIANT]
+    assert report["mAP"] == main_v["voc07"] and 0.0 <= main_v["voc07"] <= 1.0
+    assert main_v["coco_ap"] is not None  # the main variant also gets COCO AP
+    assert set(main_v["AP"]) == {str(d) for d in range(10)}
+    assert f"{report['mAP']:.4f}" in printed
+    for stage in ("dataset", "proposals", "train", "evaluate", "evaluate_5_scales", "write"):
+        assert stage in report["seconds"], report["seconds"]
+    eval_json = json.loads((out / "eval.json").read_text())
+    assert eval_json["extra"]["variant"] == MAIN_VARIANT
+    assert eval_json["voc07"]["mAP"] == report["mAP"] and eval_json["coco"] is not None
+    assert (out / "pr_voc07.png").stat().st_size > 0
+    assert len(list((out / "detections").glob("*.png"))) == 2
+    assert (out / "train" / "model" / "model.safetensors").is_file()
+    assert "5 test scales" in (out / "report.md").read_text()
+
+    # A second run reuses the dataset, the proposals and the trained model.
+    assert main(argv) == 0
+    again = json.loads((out / "report.json").read_text())
+    assert "train (reused)" in again["seconds"] and "train" not in again["seconds"]
+    assert again["variants"] == report["variants"]
