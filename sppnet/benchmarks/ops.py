@@ -21,9 +21,7 @@ search's boxes.
 Also reported: the bytes the op must read at least (the map once plus the boxes), the bytes of
 its output, the time to allocate a fresh output-sized tensor and write it once (``torch.empty``
 + ``fill_``, timed in the same rounds: a floor for any op that returns a new tensor of that size,
-mostly page faults on CPU), the same with the numba backend's allocation (transparent huge pages
-advised, :func:`sppnet.ops._roi_spp_numba.new_output`), the loop's speed-up that second floor
-would give (the most ``ours`` could reach), and the peak memory
+mostly page faults on CPU) and the loop's speed-up that floor would give, and the peak memory
 allocated during one forward pass of ``ours`` and of ``roi_pool``-per-level, output included (CPU:
 from the profiler's memory events, which see torch's allocations only, not numba's per-thread
 scratch of a few hundred KB; CUDA: the allocator's peak).
@@ -45,7 +43,6 @@ from torch import Tensor
 
 from sppnet.ops import roi_spp
 from sppnet.ops._bins import paper_window
-from sppnet.ops._roi_spp_numba import new_output
 from sppnet.ops.roi_spp import resolve_backend
 
 IMAGE_SIZE = (600, 800)  # (height, width) pixels
@@ -77,7 +74,6 @@ ROW_KEYS = (
     "forward_backward_speedup_vs_ours_torch",
     "output_alloc_touch_ms",
     "floor_speedup_vs_loop",
-    "output_alloc_touch_hugepages_ms",
 )
 
 
@@ -124,13 +120,6 @@ def _ours_torch(x: Tensor, boxes: Tensor, levels: tuple[int, ...]) -> Tensor:
 def _alloc_touch(like: Tensor, shape: tuple[int, int]) -> Callable[[], Tensor]:
     """A fresh tensor of the output's shape, written once: the floor of returning an output."""
     return lambda: like.new_empty(shape).fill_(1.0)
-
-
-def _alloc_touch_hugepages(like: Tensor, shape: tuple[int, int]) -> Callable[[], Tensor]:
-    """The same with the numba backend's allocation (transparent huge pages advised; CPU only)."""
-    if like.device.type != "cpu":
-        return _alloc_touch(like, shape)
-    return lambda: new_output(shape, like.dtype).fill_(1.0)
 
 
 def _roi_pool_per_level(x: Tensor, boxes: Tensor, levels: tuple[int, ...]) -> Tensor:
@@ -242,7 +231,6 @@ class OpsRow:
     forward_backward_speedup_vs_ours_torch: float
     output_alloc_touch_ms: float
     floor_speedup_vs_loop: float | None
-    output_alloc_touch_hugepages_ms: float
 
 
 def measure(
@@ -259,7 +247,6 @@ def measure(
         "torch_f": lambda: _ours_torch(x, boxes, levels),
         "tv_f": lambda: _roi_pool_per_level(x, boxes, levels),
         "floor": _alloc_touch(x, (regions, channels * bins)),
-        "floor_huge": _alloc_touch_hugepages(x, (regions, channels * bins)),
         "ours_fb": _forward_backward(_ours, x, boxes, levels),
         "torch_fb": _forward_backward(_ours_torch, x, boxes, levels),
         "tv_fb": _forward_backward(_roi_pool_per_level, x, boxes, levels),
@@ -299,8 +286,7 @@ def measure(
         forward_speedup_vs_ours_torch=ms["torch_f"] / ours_f,
         forward_backward_speedup_vs_ours_torch=ms["torch_fb"] / ours_fb,
         output_alloc_touch_ms=ms["floor"],
-        floor_speedup_vs_loop=None if loop_f is None else loop_f / ms["floor_huge"],
-        output_alloc_touch_hugepages_ms=ms["floor_huge"],
+        floor_speedup_vs_loop=None if loop_f is None else loop_f / ms["floor"],
     )
 
 
@@ -342,10 +328,10 @@ def format_table(result: dict[str, Any]) -> str:
     head = (
         "| C | levels | K | ours fwd | ours torch fwd | roi_pool fwd | loop fwd | ours f+b "
         "| ours torch f+b | roi_pool f+b | loop f+b | fwd x roi_pool | f+b x roi_pool "
-        "| fwd x loop | f+b x loop | out alloc+touch | same, huge pages | floor x loop "
-        "| min read MB | out MB | ours peak MB | roi_pool peak MB |"
+        "| fwd x loop | f+b x loop | out alloc+touch | floor x loop | min read MB | out MB "
+        "| ours peak MB | roi_pool peak MB |"
     )
-    lines = [head, "|" + "---|" * 22]
+    lines = [head, "|" + "---|" * 21]
     for r in result["rows"]:
         levels = "(" + ",".join(str(n) for n in r["levels"]) + ")"
         cells = [
@@ -365,7 +351,6 @@ def format_table(result: dict[str, Any]) -> str:
             _fmt(r["forward_speedup_vs_loop"], 0),
             _fmt(r["forward_backward_speedup_vs_loop"], 0),
             _fmt(r["output_alloc_touch_ms"]),
-            _fmt(r["output_alloc_touch_hugepages_ms"]),
             _fmt(r["floor_speedup_vs_loop"], 0),
             _fmt(r["min_read_mb"], 1),
             _fmt(r["output_mb"], 1),

@@ -9,10 +9,8 @@ final ``[K, C * B]`` place. CPU float32 and float64 only.
 
 from __future__ import annotations
 
-import ctypes
 import itertools
 import os
-import sys
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -35,43 +33,6 @@ def numba_supports(input: Tensor) -> bool:
 
 
 _POOL: tuple[int, int, ThreadPoolExecutor] | None = None  # (pid, threads, pool)
-
-_HUGE_PAGE = 2 << 20
-_MADV_HUGEPAGE = 14  # Linux <sys/mman.h>
-
-
-def _load_madvise() -> Callable[[int, int, int], int] | None:
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        madvise = ctypes.CDLL(None, use_errno=True).madvise
-    except (OSError, AttributeError):
-        return None
-    madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
-    madvise.restype = ctypes.c_int
-    return madvise
-
-
-_MADVISE = _load_madvise()
-
-
-def new_output(shape: tuple[int, ...], dtype: torch.dtype) -> Tensor:
-    """``torch.empty(shape, dtype=dtype)`` on the CPU, with transparent huge pages advised for it.
-
-    A fresh output of tens of MB is mapped by malloc page by page on first touch; on Linux with
-    transparent huge pages in ``madvise`` mode, ``madvise(MADV_HUGEPAGE)`` on its 2 MB-aligned
-    interior lets the kernel fault it in 2 MB pages instead of 4 KB ones (allocating and writing a
-    98 MB output: 25 ms instead of 58 ms on the project machine, ``sppnet bench ops``'s two floor
-    columns). Only a hint: where it is refused (other systems, THP off) nothing changes but speed.
-    """
-    out = torch.empty(shape, dtype=dtype)
-    nbytes = out.numel() * out.element_size()
-    if _MADVISE is not None and nbytes >= 2 * _HUGE_PAGE:
-        start = -(-out.data_ptr() // _HUGE_PAGE) * _HUGE_PAGE
-        end = (out.data_ptr() + nbytes) // _HUGE_PAGE * _HUGE_PAGE
-        if end > start:
-            _MADVISE(start, end - start, _MADV_HUGEPAGE)  # a refusal only costs speed
-    return out
 
 
 def parallel_ranges(kernel: Callable[..., None], items: int, *args: Any) -> None:
@@ -180,9 +141,9 @@ class RoISPPNumbaFunction(torch.autograd.Function):
         _, channels, height, width = input.shape
         regions = image.shape[0]
         layout = Layout.of(levels, derive=mode == "max" and mapping == "paper")
-        out = new_output((regions, channels * sum(n * n for n in levels)), input.dtype)
+        out = input.new_empty((regions, channels * sum(n * n for n in levels)))
         with_argmax = mode == "max" and ctx.needs_input_grad[0]
-        argmax = new_output(out.shape if with_argmax else (0, 0), torch.int32)
+        argmax = torch.empty(out.shape if with_argmax else (0, 0), dtype=torch.int32)
         edges = bin_edges(image, coords, layout, spatial_scale, mapping, height, width)
         ctx.layout, ctx.mode = layout, mode
         ctx.input_meta = (input.shape, input.dtype, _memory_format(input))

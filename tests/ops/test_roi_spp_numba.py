@@ -14,7 +14,7 @@ from test_roi_spp import make_boxes, random_case
 
 from sppnet.benchmarks.ops import proposals
 from sppnet.ops import RoISpatialPyramidPooling, roi_spp
-from sppnet.ops._roi_spp_numba import new_output, parallel_ranges
+from sppnet.ops._roi_spp_numba import parallel_ranges
 from sppnet.ops.roi_spp import resolve_backend
 
 # The module, not the function that sppnet.ops exports under the same name.
@@ -226,12 +226,3 @@ def test_bad_backend_and_module_repr():
         RoISpatialPyramidPooling(backend="fast")
     assert "backend='auto'" in repr(RoISpatialPyramidPooling())
     assert "backend='numba'" in repr(RoISpatialPyramidPooling(backend="numba"))
-
-
-@pytest.mark.parametrize("shape", [(3, 5), (0, 7), (1 << 20, 5)])
-def test_new_output_is_a_plain_writable_tensor(shape):
-    """Outputs are allocated with huge pages advised (a hint): still an ordinary empty tensor."""
-    out = new_output(shape, torch.int32)
-    assert out.shape == shape and out.dtype == torch.int32 and out.is_contiguous()
-    out.fill_(7)
-    assert int(out.sum()) == 7 * out.numel()
