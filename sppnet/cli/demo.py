@@ -65,7 +65,7 @@ DEMO_CONFIG: dict[str, Any] = {
         "stages": ["finetune_fc", "end_to_end", "svm", "box_regression"],
         "epochs_fc": 3,
         "lr_fc": 0.01,
-        "epochs_e2e": 5,
+        "epochs_e2e": 7,
         "lr_e2e": 0.01,
         "lr_e2e_trunk": 0.005,
         "trunk_frozen_prefix": 7,
