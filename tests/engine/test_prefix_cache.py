@@ -166,3 +166,31 @@ def test_feature_cache_built_through_the_prefix_cache_matches_the_plain_one():
     for a, b in zip(plain.factors, through.factors, strict=True):
         torch.testing.assert_close(b, a)
     assert plain.image_sizes == through.image_sizes
+
+
+@pytest.mark.slow
+def test_two_process_end_to_end_is_the_same_with_and_without_the_cache(tmp_path):
+    """Under torchrun (2 gloo ranks, DDP), the cached prefix feeds DDP's gradient sync too."""
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from safetensors.torch import load_file
+
+    script = Path(__file__).with_name("e2e_prefix_ddp.py")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TORCH_DISABLE_SHARE_RDZV_TCP_STORE": "1"}
+    states, infos = [], []
+    for mb in (0, 16):
+        out = tmp_path / f"mb{mb}"
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
+        cmd += ["--nproc_per_node=2", str(script), str(mb), str(out)]
+        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        states.append(load_file(str(out / "final.safetensors")))
+        infos.append(json.loads((out / "info.json").read_text()))
+    assert infos[0]["trunk_cache"].startswith("off") and "hits" in infos[1]["trunk_cache"]
+    assert infos[0]["steps"] == infos[1]["steps"] == 4  # 8 images / 2 ranks / batch 2, 2 epochs
+    for k, v in states[0].items():
+        torch.testing.assert_close(states[1][k], v, rtol=1e-5, atol=1e-6, msg=k)
