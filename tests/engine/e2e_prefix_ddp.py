@@ -11,36 +11,19 @@ import json
 import sys
 from pathlib import Path
 
-import torch
 from safetensors.torch import save_file
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from test_prefix_cache import _detector, _toy_data
+from test_prefix_cache import _toy_data, train_toy_end_to_end
 
-from sppnet.engine.detection import finetune_end_to_end
 from sppnet.engine.distributed import get_rank, init_distributed
-from sppnet.models.detector_config import TrainingConfig
-from sppnet.models.heads import SoftmaxHead
 
 
 def main(argv: list[str]) -> int:
     init_distributed()
     mb, out = int(argv[0]), Path(argv[1])
-    data = _toy_data(8)
-    detector = _detector((64,))
-    detector.set_box_predictor(SoftmaxHead(detector.representation_size, 2))
-    cfg = TrainingConfig(
-        stages=("end_to_end",),
-        epochs_e2e=2,
-        lr_e2e=0.01,
-        lr_e2e_trunk=0.01,
-        trunk_frozen_prefix=3,
-        trunk_cache_mb=mb,
-        windows_per_batch=16,
-    )
-    torch.manual_seed(0)
-    log = finetune_end_to_end(detector, data, cfg, out)
+    detector, log = train_toy_end_to_end(_toy_data(8), (64,), mb, 2, out)
     if get_rank() == 0:
         state = {k: v.contiguous() for k, v in detector.state_dict().items()}
         save_file(state, str(out / "final.safetensors"))

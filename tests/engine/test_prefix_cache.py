@@ -118,24 +118,29 @@ def _toy_data(n=4):
     return DetectionSet(items, proposals, keep_images=True)
 
 
+def train_toy_end_to_end(data, scales, trunk_cache_mb, epochs, out):
+    """A fresh toy detector fine-tuned end to end on ``data``; returns it and the stage log."""
+    detector = _detector(scales)
+    detector.set_box_predictor(SoftmaxHead(detector.representation_size, 2))
+    cfg = TrainingConfig(
+        stages=("end_to_end",),
+        epochs_e2e=epochs,
+        lr_e2e=0.01,
+        lr_e2e_trunk=0.01,
+        trunk_frozen_prefix=3,
+        trunk_cache_mb=trunk_cache_mb,
+        windows_per_batch=16,
+    )
+    torch.manual_seed(0)
+    return detector, finetune_end_to_end(detector, data, cfg, out)
+
+
 @pytest.mark.parametrize("scales", [(64,), (56, 72)])
 def test_end_to_end_training_is_the_same_with_and_without_the_cache(tmp_path, scales):
     data = _toy_data()
     states, logs = [], []
     for mb in (0, 16):
-        detector = _detector(scales)
-        detector.set_box_predictor(SoftmaxHead(detector.representation_size, 2))
-        cfg = TrainingConfig(
-            stages=("end_to_end",),
-            epochs_e2e=3,
-            lr_e2e=0.01,
-            lr_e2e_trunk=0.01,
-            trunk_frozen_prefix=3,
-            trunk_cache_mb=mb,
-            windows_per_batch=16,
-        )
-        torch.manual_seed(0)
-        log = finetune_end_to_end(detector, data, cfg, tmp_path / f"mb{mb}")
+        detector, log = train_toy_end_to_end(data, scales, mb, 3, tmp_path / f"mb{mb}")
         states.append({k: v.clone() for k, v in detector.state_dict().items()})
         logs.append(log)
     assert logs[0].info["trunk_cache"] == "off (trunk_cache_mb = 0)"
