@@ -30,7 +30,7 @@ def split_trunk(detector: SPPNetDetector, frozen_prefix: int) -> tuple[nn.Module
 
     Raises:
         TypeError: the body is not an ``nn.Sequential`` (its forward may not simply chain its
-            children, so it cannot be split).
+            children, so it cannot be split), or the prefix holds dropout.
         ValueError: ``frozen_prefix`` is not in [1, number of children - 1].
 
     The caller keeps the prefix constant (out of the optimizer, batch norms in eval mode):
@@ -48,7 +48,13 @@ def split_trunk(detector: SPPNetDetector, frozen_prefix: int) -> tuple[nn.Module
             f"frozen_prefix must be in [1, {len(children) - 1}] for a trunk of "
             f"{len(children)} blocks, got {frozen_prefix}"
         )
-    return nn.Sequential(*children[:frozen_prefix]), nn.Sequential(*children[frozen_prefix:])
+    prefix = nn.Sequential(*children[:frozen_prefix])
+    if any(isinstance(m, nn.modules.dropout._DropoutNd) for m in prefix.modules()):
+        raise TypeError(
+            f"the trunk's first {frozen_prefix} blocks hold dropout: their output in training "
+            "mode is not a function of the image, so it cannot be cached"
+        )
+    return prefix, nn.Sequential(*children[frozen_prefix:])
 
 
 class TrunkPrefixCache:

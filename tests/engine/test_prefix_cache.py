@@ -97,6 +97,11 @@ def test_split_trunk_errors():
     for bad in (0, n):
         with pytest.raises(ValueError, match="frozen_prefix"):
             split_trunk(detector, bad)
+    with_dropout = _detector()
+    with_dropout.backbone.body.insert(1, nn.Dropout2d(0.1))
+    with pytest.raises(TypeError, match="dropout"):
+        split_trunk(with_dropout, 3)
+    split_trunk(with_dropout, 1)  # the dropout is after the prefix: fine
     detector.backbone.body = nn.ModuleList(list(detector.backbone.body.children()))
     with pytest.raises(TypeError, match=r"not an nn\.Sequential"):
         split_trunk(detector, 2)
