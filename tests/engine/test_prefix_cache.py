@@ -4,30 +4,18 @@ import re
 
 import pytest
 import torch
+from test_detection import _small_detector
 from torch import nn
 
 from sppnet.engine.detection import DetectionSet, finetune_end_to_end, trunk_parameters
 from sppnet.engine.prefix_cache import TrunkPrefixCache, split_trunk
 from sppnet.models import SPPNetDetector
-from sppnet.models.detector_config import DetectorConfig, TrainingConfig
+from sppnet.models.detector_config import TrainingConfig
 from sppnet.models.heads import SoftmaxHead
 
 
 def _detector(scales=(64,)) -> SPPNetDetector:
-    torch.manual_seed(0)
-    config = DetectorConfig(
-        num_classes=2,
-        backbone="small",
-        backbone_kwargs={"channels": [8, 8, 16]},
-        backbone_weights=None,
-        levels=(2, 1),
-        scales=scales,
-        fc_dims=(16,),
-        max_size=200,
-        target_side=48.0,
-        scoring="softmax",
-    )
-    return SPPNetDetector(config).eval()
+    return _small_detector(scales=scales, scoring="softmax")
 
 
 def _images(sizes, seed=0):

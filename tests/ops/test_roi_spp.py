@@ -92,15 +92,18 @@ def test_gradient_matches_reference(seed, mode, mapping):
     np.testing.assert_allclose(x.grad.numpy(), want, rtol=1e-10, atol=1e-10)
 
 
+@pytest.mark.parametrize("backend", ["torch", "numba"])
 @pytest.mark.parametrize("mapping", ["paper", "round"])
 @pytest.mark.parametrize("mode", ["max", "avg"])
-def test_gradcheck(mode, mapping):
+def test_gradcheck(mode, mapping, backend):
     gen = torch.Generator().manual_seed(7)
     x = torch.randn(2, 2, 7, 9, dtype=torch.float64, generator=gen, requires_grad=True)
     boxes = make_boxes(gen, 8, 2, 7, 9, 8.0)
     levels = (6, 3, 2, 1)
     assert torch.autograd.gradcheck(
-        lambda t: roi_spp(t, boxes, levels, 1 / 8, mode, mapping), (x,), fast_mode=True
+        lambda t: roi_spp(t, boxes, levels, 1 / 8, mode, mapping, backend=backend),
+        (x,),
+        fast_mode=True,
     )
 
 

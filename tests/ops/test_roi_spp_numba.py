@@ -139,19 +139,6 @@ def test_channels_last_gradient_layout(mode):
     assert xl.grad.is_contiguous(memory_format=torch.channels_last)
 
 
-@pytest.mark.parametrize("mapping", ["paper", "round"])
-@pytest.mark.parametrize("mode", ["max", "avg"])
-def test_gradcheck(mode, mapping):
-    gen = torch.Generator().manual_seed(7)
-    x = torch.randn(2, 2, 7, 9, dtype=torch.float64, generator=gen, requires_grad=True)
-    boxes = make_boxes(gen, 8, 2, 7, 9, 8.0)
-    assert torch.autograd.gradcheck(
-        lambda t: roi_spp(t, boxes, (6, 3, 2, 1), 1 / 8, mode, mapping, backend="numba"),
-        (x,),
-        fast_mode=True,
-    )
-
-
 def test_thread_count_does_not_change_results():
     x = torch.randn(1, 16, 38, 50, generator=torch.Generator().manual_seed(2))
     boxes = proposals(101, seed=1)
