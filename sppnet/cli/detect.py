@@ -83,6 +83,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _load_detector(args: argparse.Namespace, device: Any) -> Any:
     from sppnet.models.detector import SPPNetDetector
+    from sppnet.models.fuse import fuse_for_inference
     from sppnet.models.imagenet_detector import imagenet_detector
 
     if args.weights == "imagenet":
@@ -101,7 +102,8 @@ def _load_detector(args: argparse.Namespace, device: Any) -> Any:
         if args.score_threshold is not None:
             detector.postprocess.score_threshold = args.score_threshold
         detector.postprocess.detections_per_image = args.max_detections
-    return detector.to(device).eval()
+    # Batch norms folded into the convolutions: the same detections, faster conv layers.
+    return fuse_for_inference(detector.to(device))
 
 
 def _output_path(image_path: Path, out_dir: Path, fmt: str) -> tuple[Path, str]:

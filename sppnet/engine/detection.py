@@ -55,6 +55,7 @@ from sppnet.models.detector import (
     label_windows,
 )
 from sppnet.models.detector_config import TrainingConfig
+from sppnet.models.fuse import fuse_for_inference
 from sppnet.models.heads import SoftmaxHead
 from sppnet.models.svm import (
     LinearSVMs,
@@ -491,15 +492,14 @@ def finetune_end_to_end(
     def step(model: nn.Module, batch: list[int]) -> dict[str, Tensor]:
         props = [data.proposals[i].to(device) for i in batch]
         targets = _targets(data, batch, device)
+        scales = cfg.train_scales or detector.config.scales
+        scale = scales[int(torch.randint(len(scales), (1,)))] if len(scales) > 1 else scales[0]
         if trunk_cache is None:
             images = [data.image(i).to(device) for i in batch]
-            losses = model(images, props, targets)
+            feats = detector.compute_features(images, [scale])
         else:
-            # The scale is drawn exactly as the detector's training forward draws it.
-            scales = detector.config.scales
-            scale = scales[int(torch.randint(len(scales), (1,)))] if len(scales) > 1 else scales[0]
             feats = trunk_cache.features(batch, scale)
-            losses = model(None, props, targets, features=feats)
+        losses = model(None, props, targets, features=feats)
         return {"loss": losses["loss_classifier"]}
 
     head = [p for m in (detector.box_head, detector.box_predictor) for p in m.parameters()]
@@ -843,10 +843,13 @@ def predict(
     detector: SPPNetDetector,
     data: DetectionSet,
     progress: bool = False,
+    fuse: bool = True,
 ) -> tuple[list[dict[str, Tensor]], dict[str, float]]:
     """Detections for every image of ``data`` (eval mode), and the seconds spent per stage
-    (``conv``, ``pool``, ``fc`` summed over images, ``images``)."""
-    detector.eval()
+    (``conv``, ``pool``, ``fc`` summed over images, ``images``). With ``fuse`` an inference copy
+    of the detector runs (:func:`~sppnet.models.fuse.fuse_for_inference`: the same function
+    up to float rounding, ~1.6x faster conv layers on CPU)."""
+    detector = fuse_for_inference(detector) if fuse else detector.eval()
     out = []
     times = {"conv": 0.0, "pool_fc_nms": 0.0, "images": 0.0}
     for i in _bar(range(len(data)), "detect", progress):
@@ -873,6 +876,7 @@ def predict_variants(
     heads: dict[str, nn.Module],
     box_regression: Sequence[bool] = (True, False),
     progress: bool = False,
+    fuse: bool = True,
 ) -> tuple[dict[str, list[dict[str, Tensor]]], dict[str, float]]:
     """Detections of several scoring heads from one pass of conv, pooling and fc6/fc7.
 
@@ -883,6 +887,7 @@ def predict_variants(
         heads: name -> :class:`SoftmaxHead` or :class:`LinearSVMs` (each scored with its own
             score threshold from the detector's config).
         box_regression: which of with (True) / without (False) the box regressor to produce.
+        fuse: run an inference copy of the detector (as :func:`predict`).
 
     Returns:
         ``({variant: per-image detections}, seconds)``; variants are named ``"<head>"`` (with
@@ -890,7 +895,7 @@ def predict_variants(
     """
     from sppnet.models.detector import DetectionPostprocess
 
-    detector.eval()
+    detector = fuse_for_inference(detector) if fuse else detector.eval()
     cfg = detector.config
     post = {}
     for name, head in heads.items():

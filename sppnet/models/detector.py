@@ -284,6 +284,8 @@ class SPPNetDetector(nn.Module):
             config.min_box_size,
         )
         self.window_sampling = WindowSampling()
+        #: True for the copies made by :func:`sppnet.models.fuse.fuse_for_inference`.
+        self.inference_only = False
         self._freeze_batch_norm()
 
     # ------------------------------------------------------------------ set-up helpers
@@ -541,6 +543,11 @@ class SPPNetDetector(nn.Module):
         (atomically, via :func:`sppnet.engine.checkpoint.save_model`)."""
         from sppnet.engine.checkpoint import save_model
 
+        if self.inference_only:
+            raise ValueError(
+                "this detector is an inference copy (fuse_for_inference: batch norms folded "
+                "away); save the detector it was made from"
+            )
         return save_model(path, self.state_dict(), self.checkpoint_config())
 
     @classmethod

@@ -221,6 +221,9 @@ class TrainingConfig(_Serializable):
         epochs_e2e / lr_e2e / lr_e2e_trunk: end-to-end fine-tuning through ``roi_spp`` into the
             trunk (the trunk's learning rate is separate; batch norm stays frozen).
         trunk_frozen_prefix: the first N modules of the trunk stay frozen end to end.
+        train_scales: end to end, each step's images are resized to one of these shorter sides
+            (pixels), drawn at random (Fast R-CNN's multi-scale training, detectron2's
+            ``MIN_SIZE_TRAIN``); ``()`` draws from the model's own ``scales``.
         trunk_cache_mb: end to end, the frozen first blocks' output is computed once per image
             and scale and kept, up to this many MiB (0: recompute it every step); see
             :mod:`sppnet.engine.prefix_cache`.
@@ -250,6 +253,7 @@ class TrainingConfig(_Serializable):
     lr_e2e: float = 1e-3
     lr_e2e_trunk: float = 1e-4
     trunk_frozen_prefix: int = 4
+    train_scales: tuple[int, ...] = ()
     trunk_cache_mb: int = 1024
     lr_decay_at: float = 0.75
     weight_decay: float = 5e-4
@@ -280,6 +284,7 @@ class TrainingConfig(_Serializable):
 
     def __post_init__(self) -> None:
         self.stages = tuple(self.stages)
+        self.train_scales = tuple(int(s) for s in self.train_scales)
         self.validate()
 
     def validate(self) -> None:
@@ -302,6 +307,8 @@ class TrainingConfig(_Serializable):
             raise ValueError(
                 f"cache_dtype must be float16, bfloat16 or float32, got {self.cache_dtype!r}"
             )
+        if any(s < 1 for s in self.train_scales):
+            raise ValueError(f"train_scales must be positive pixel sizes, got {self.train_scales}")
         if self.trunk_cache_mb < 0:
             raise ValueError(f"trunk_cache_mb must be >= 0, got {self.trunk_cache_mb}")
         if self.max_proposals < 1:

@@ -111,8 +111,9 @@ def _toy_data(n=4):
     return DetectionSet(items, proposals, keep_images=True)
 
 
-def train_toy_end_to_end(data, scales, trunk_cache_mb, epochs, out):
-    """A fresh toy detector fine-tuned end to end on ``data``; returns it and the stage log."""
+def train_toy_end_to_end(data, scales, trunk_cache_mb, epochs, out, train_scales=(), cache=None):
+    """A fresh toy detector fine-tuned end to end on ``data``; returns it and the stage log.
+    ``cache`` (a function of the detector) builds the trunk cache to pass in, if given."""
     detector = _detector(scales)
     detector.set_box_predictor(SoftmaxHead(detector.representation_size, 2))
     cfg = TrainingConfig(
@@ -123,9 +124,11 @@ def train_toy_end_to_end(data, scales, trunk_cache_mb, epochs, out):
         trunk_frozen_prefix=3,
         trunk_cache_mb=trunk_cache_mb,
         windows_per_batch=16,
+        train_scales=train_scales,
     )
+    trunk_cache = None if cache is None else cache(detector)
     torch.manual_seed(0)
-    return detector, finetune_end_to_end(detector, data, cfg, out)
+    return detector, finetune_end_to_end(detector, data, cfg, out, trunk_cache=trunk_cache)
 
 
 @pytest.mark.parametrize("scales", [(64,), (56, 72)])
@@ -147,6 +150,33 @@ def test_end_to_end_training_is_the_same_with_and_without_the_cache(tmp_path, sc
         torch.testing.assert_close(states[1][k], v, rtol=1e-4, atol=1e-5, msg=k)
         changed |= not torch.equal(v, _detector(scales).state_dict().get(k, v))
     assert changed  # training did move the weights
+
+
+def test_end_to_end_draws_each_steps_scale_from_train_scales(tmp_path):
+    data = _toy_data()
+    caches = []
+
+    def cache(detector):
+        caches.append(TrunkPrefixCache(detector, data.image, 3, max_bytes=2**20))
+        return caches[-1]
+
+    states = []
+    for mb, make in ((0, None), (16, cache)):
+        detector, _ = train_toy_end_to_end(
+            data, (64,), mb, 3, tmp_path / f"mb{mb}", train_scales=(56, 72), cache=make
+        )
+        states.append(detector.state_dict())
+    # 6 steps of 2 images: the model's own scale (64) is never used, both train scales are.
+    assert {scale for _, scale in caches[0].cached_keys()} == {56, 72}
+    assert detector.config.scales == (64,)
+    for k, v in states[0].items():
+        torch.testing.assert_close(states[1][k], v, rtol=1e-4, atol=1e-5, msg=k)
+
+
+def test_train_scales_must_be_positive():
+    with pytest.raises(ValueError, match="train_scales"):
+        TrainingConfig(train_scales=(480, 0))
+    assert TrainingConfig(train_scales=[402, 480]).train_scales == (402, 480)
 
 
 def test_feature_cache_built_through_the_prefix_cache_matches_the_plain_one():
