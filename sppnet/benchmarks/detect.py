@@ -52,6 +52,7 @@ from torch import Tensor
 
 from sppnet.models.detector import SPPNetDetector
 from sppnet.models.detector_config import PAPER_SCALES, DetectorConfig, preset, scaled_scales
+from sppnet.models.fuse import fuse_for_inference
 from sppnet.models.rcnn import RCNNDetector
 from sppnet.models.svd import compress_fc, count_linear_macs
 
@@ -85,17 +86,21 @@ class Variant:
             None: that layer is left as it is), or None for no SVD.
         windows: proposals per image (the first ``windows`` of the ranked proposals).
         scales: test scales (shorter sides) instead of the detector's, or None.
+        fused: run :func:`~sppnet.models.fuse.fuse_for_inference`'s copy (batch norms folded
+            into the convolutions, channels-last trunk).
     """
 
     name: str
     svd_ranks: tuple[int | None, int | None] | None
     windows: int
     scales: tuple[int, ...] | None = None
+    fused: bool = False
 
     def build(self, detector: SPPNetDetector) -> SPPNetDetector:
-        """This variant of ``detector`` (sharing its trunk)."""
+        """This variant of ``detector`` (sharing its trunk unless ``fused``)."""
         model = with_heads(detector, self.svd_ranks)
-        return model if self.scales is None else _with_scales(model, self.scales)
+        model = model if self.scales is None else _with_scales(model, self.scales)
+        return fuse_for_inference(model) if self.fused else model
 
 
 @dataclass(frozen=True)
@@ -136,6 +141,7 @@ class BenchSettings:
     demo_preset: str = "demo"
     demo_variants: tuple[Variant, ...] = (
         Variant("demo", None, 2000),
+        Variant("demo, BN folded", None, 2000, fused=True),
         Variant("demo + SVD fc6 256", (256, None), 2000),
         Variant("demo + SVD fc6 128", (128, None), 2000),
         Variant("demo + SVD fc6 64", (64, None), 2000),
@@ -162,6 +168,7 @@ QUICK = BenchSettings(
     svd_ranks=(32, 32),
     demo_variants=(
         Variant("demo", None, 200),
+        Variant("demo, BN folded", None, 200, fused=True),
         Variant("demo + SVD 32/32", (32, 32), 200),
         Variant("demo, 100 windows", None, 100),
     ),
@@ -530,13 +537,13 @@ def evaluate_variants(
     models = [v.build(detector) for v in variants]
     predictions: list[list[dict[str, Tensor]]] = [[] for _ in variants]
     for i in range(len(data)):
-        features: dict[tuple[int, ...], Any] = {}
+        features: dict[tuple[tuple[int, ...], bool], Any] = {}
         for model, variant, preds in zip(models, variants, predictions, strict=True):
-            scales = tuple(model.config.scales)
-            if scales not in features:
-                features[scales] = model.compute_features([data.image(i)])
+            key = (tuple(model.config.scales), variant.fused)
+            if key not in features:
+                features[key] = model.compute_features([data.image(i)])
             boxes = data.proposals[i][: variant.windows]
-            (out,) = model.detect_from_features(features[scales], [boxes])
+            (out,) = model.detect_from_features(features[key], [boxes])
             preds.append({k: v.cpu() for k, v in out.items()})
         if (i + 1) % 20 == 0:
             log(f"mAP: {i + 1}/{len(data)} images")

@@ -149,7 +149,8 @@ def test_bench_quick_writes_documented_keys(tmp_path: Path) -> None:
     assert result["selective_search"]["seconds"] > 0
     names = [row["name"] for row in result["latency"]["rows"]]
     assert names[0] == "torchvision fasterrcnn_mobilenet_v3_large_fpn"
-    assert "demo + SVD 32/32" in names
+    assert "demo + SVD 32/32" in names and "demo, BN folded" in names
+    assert [v["fused"] for v in result["settings"]["demo_variants"]] == [False, True, False, False]
     for row in result["latency"]["rows"]:
         assert row["seconds"] > 0 and isinstance(row["meets_target"], bool)
     assert result["map"] is None
