@@ -96,11 +96,11 @@ class TrunkPrefixCache:
     def __len__(self) -> int:
         return len(self._entries)
 
-    @torch.no_grad()
     def cached_keys(self) -> list[tuple[int, int]]:
         """The ``(image index, scale)`` pairs whose prefix output is kept."""
         return list(self._entries)
 
+    @torch.no_grad()
     def _prefix(self, index: int, scale: int) -> tuple[Tensor, Tensor, tuple[int, int]]:
         """``(prefix output Tensor[1, C', h', w'], factors Tensor[2], original (H, W))``."""
         key = (index, scale)

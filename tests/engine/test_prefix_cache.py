@@ -37,6 +37,17 @@ def test_cached_prefix_gives_the_trunks_own_maps(sizes):
     assert (cache.misses, cache.hits, len(cache)) == (len(images), len(images), len(images))
 
 
+def test_kept_entries_hold_no_autograd_graph():
+    # Even with the prefix's parameters still requiring grad, an entry must not keep the graph
+    # alive (memory) or be back-propagated into twice.
+    detector = _detector()
+    assert any(p.requires_grad for p in split_trunk(detector, 3)[0].parameters())
+    cache = TrunkPrefixCache(detector, _images([(64, 80)]).__getitem__, 3, max_bytes=2**20)
+    cache.features([0], 64)
+    (entry, _, _) = cache._prefix(0, 64)
+    assert not entry.requires_grad and entry.grad_fn is None
+
+
 def test_gradient_reaches_the_trained_blocks_as_without_the_cache():
     detector = _detector()
     images = _images([(64, 80), (64, 80)])
