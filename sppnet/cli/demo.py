@@ -8,15 +8,16 @@ On its embedded default (:data:`DEMO_CONFIG`, the same as ``configs/demo.yaml``)
    cached file per image, in parallel worker processes);
 3. trains the detector (``OUT/train``: fc6/fc7/fc8 fine-tuning on cached conv maps, end-to-end
    fine-tuning through ``roi_spp`` into the trunk's stride-16 blocks, the per-class SVMs with
-   hard-negative mining, ridge box regression) and saves it to ``OUT/train/model`` (SVM head) and
-   ``OUT/train/model_softmax``;
+   hard-negative mining, ridge box regression) and saves it to ``OUT/train/model`` (softmax head)
+   and ``OUT/train/model_svm`` (the same network with the SVMs);
 4. evaluates it on the test split in one pass, for the SVM and softmax heads, with and without
    box regression, and at five test scales (the paper's 480..1200 rescaled by 480/688);
 5. writes annotated test images (``OUT/detections/*.png``), the PR curves
    (``OUT/pr_voc07.png``), the evaluation JSON of the main model (``OUT/eval.json``) and a short
    report (``OUT/report.md``, ``OUT/report.json``), and prints the mAP. The main model is
-   :data:`MAIN_VARIANT`: SVMs, box regression, five test scales, the paper's headline setting;
-   every other variant is in the report.
+   :data:`MAIN_VARIANT`: the softmax head, box regression, five test scales (the paper's headline
+   setting had SVMs; fine-tuned end to end, the softmax head is as good or better here, as Fast
+   R-CNN found: docs/detector.md); every other variant is in the report.
 
 Every stage is reused on a second run when its output is there and was made with the same
 settings (the dataset, the proposal files, the trained model); ``--fresh`` starts over.
@@ -47,9 +48,10 @@ COMMAND = ("demo",)
 HELP = "The main job: build the demo data, train SPP-net, evaluate it, write a report."
 
 #: The variant whose mAP the job prints and whose detections it draws: the paper's headline
-#: setting (fine-tuned, SVMs, box regression, five test scales; VOC07 59.2 in the paper).
-MAIN_VARIANT = "svm/5_scales_test"
-MAIN_DESCRIPTION = "SVM head, box regression, 5 test scales"
+#: setting (box regression, five test scales; VOC07 59.2 in the paper) with the softmax head.
+MAIN_VARIANT = "softmax/5_scales_test"
+MAIN_HEAD = "softmax"
+MAIN_DESCRIPTION = "softmax head, box regression, 5 test scales"
 
 #: The embedded default (kept identical to configs/demo.yaml; a test checks it).
 DEMO_CONFIG: dict[str, Any] = {
@@ -59,7 +61,7 @@ DEMO_CONFIG: dict[str, Any] = {
         "class_names": [str(d) for d in range(10)],
         "fc_dims": [512, 512],
         "scales": [480],
-        "scoring": "svm",
+        "scoring": "softmax",
     },
     "train": {
         "stages": ["finetune_fc", "end_to_end", "svm", "box_regression"],
@@ -69,8 +71,10 @@ DEMO_CONFIG: dict[str, Any] = {
         "lr_e2e": 0.01,
         "lr_e2e_trunk": 0.005,
         "trunk_frozen_prefix": 7,
+        "train_scales": [402, 480, 603],
         "images_per_batch": 2,
         "windows_per_batch": 512,
+        "fg_fraction": 0.5,
         "max_proposals": 2000,
         "svm_rounds": 2,
     },
@@ -167,34 +171,42 @@ def _fmt(value: float | None) -> str:
 
 
 def _train_variant(config: Any, train: Any, output: Path, progress: bool):
-    """Train one detector (reusing ``output/model`` when it was made with the same config)."""
+    """Train one detector (reusing ``output/model`` when it was made with the same config).
+
+    Returns ``(detector, heads, reused)``: the detector with the config's scoring head, and
+    ``{"svm": LinearSVMs, "softmax": SoftmaxHead}`` (the same network serves both; the other
+    head is saved as ``output/model_<other>``).
+    """
     from sppnet.engine.detection import train_detector
     from sppnet.models.detector import SPPNetDetector
     from sppnet.utils.atomic import atomic_write_json
 
+    own = config.model.scoring
+    other = "svm" if own == "softmax" else "softmax"
     stamp = output / "fingerprint.json"
     fingerprint = _fingerprint({"model": config.model.to_dict(), "train": config.train.to_dict()})
     if stamp.is_file() and json.loads(stamp.read_text()).get("fingerprint") == fingerprint:
         try:
             model = SPPNetDetector.from_pretrained(output / "model")
-            softmax = SPPNetDetector.from_pretrained(output / "model_softmax").box_predictor
-            return model, softmax, True
+            second = SPPNetDetector.from_pretrained(output / f"model_{other}").box_predictor
+            return model, {own: model.box_predictor, other: second}, True
         except (ValueError, FileNotFoundError) as err:
             print(f"[demo] cached model unusable ({err}); retraining", file=sys.stderr)
     import torch
 
     torch.manual_seed(config.train.seed)
     detector = SPPNetDetector(config.model)
-    heads = train_detector(detector, train, config.train, output, resume=True, progress=progress)
+    trained = train_detector(detector, train, config.train, output, resume=True, progress=progress)
+    heads = {"svm": trained.svm, "softmax": trained.softmax}
     detector.save_pretrained(output / "model")
-    softmax_model = copy.deepcopy(detector)
-    softmax_model.set_box_predictor(heads.softmax)
-    softmax_model.save_pretrained(output / "model_softmax")
+    other_model = copy.deepcopy(detector)
+    other_model.set_box_predictor(heads[other])
+    other_model.save_pretrained(output / f"model_{other}")
     atomic_write_json(
-        output / "train_summary.json", {"stages": [log.to_dict() for log in heads.logs]}
+        output / "train_summary.json", {"stages": [log.to_dict() for log in trained.logs]}
     )
     atomic_write_json(stamp, {"fingerprint": fingerprint})
-    return detector, heads.softmax, False
+    return detector, heads, False
 
 
 def run(args: argparse.Namespace) -> int:
@@ -229,6 +241,14 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as err:
         print(f"sppnet demo: {err}", file=sys.stderr)
         return 2
+    stages = set(config.train.stages)
+    if "svm" not in stages or not stages & {"finetune_fc", "end_to_end"}:
+        print(
+            "sppnet demo: train.stages must train both heads it compares: 'svm' and "
+            f"'finetune_fc' or 'end_to_end' (got {sorted(stages)})",
+            file=sys.stderr,
+        )
+        return 2
     machine = {
         "cpus": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
@@ -252,19 +272,18 @@ def run(args: argparse.Namespace) -> int:
 
     # 3. training (reused when the model exists with the same settings)
     t = time.perf_counter()
-    detector, softmax, reused = _train_variant(config, train, out / "train", progress)
+    detector, heads, reused = _train_variant(config, train, out / "train", progress)
     _stage("train (reused)" if reused else "train", seconds, t)
 
     # 4. evaluation: both heads, with/without box regression, in one pass
     t = time.perf_counter()
     classes = list(detector.config.class_names or [str(i) for i in range(1, 11)])
-    heads = {"svm": detector.box_predictor, "softmax": softmax}
     preds, times = predict_variants(detector, test, heads, progress=progress)
     variants: dict[str, Any] = {}
     results = {}
     for name, p in preds.items():
         voc = evaluate_voc(p, test.targets, classes)
-        coco = evaluate_coco(p, test.targets, classes) if name == "svm" else None
+        coco = evaluate_coco(p, test.targets, classes) if name == MAIN_HEAD else None
         results[name] = (voc, coco)
         variants[name] = _variant_summary(voc, coco)
     seconds["detect_per_image"] = round((times["conv"] + times["rest"]) / len(test), 4)
@@ -278,7 +297,7 @@ def run(args: argparse.Namespace) -> int:
     preds5, _ = predict_variants(multi, test, heads, box_regression=(True,), progress=progress)
     for name, p in preds5.items():
         voc = evaluate_voc(p, test.targets, classes)
-        coco = evaluate_coco(p, test.targets, classes) if name == "svm" else None
+        coco = evaluate_coco(p, test.targets, classes) if name == MAIN_HEAD else None
         results[f"{name}/5_scales_test"] = (voc, coco)
         variants[f"{name}/5_scales_test"] = _variant_summary(voc, coco)
         preds[f"{name}/5_scales_test"] = p
@@ -345,8 +364,7 @@ def _compare(config, train, test, classes, out, variants, progress) -> None:
         ),
     }
     for name, cfg in runs.items():
-        detector, softmax, _ = _train_variant(cfg, train, out / f"train_{name}", progress)
-        heads = {"svm": detector.box_predictor, "softmax": softmax}
+        detector, heads, _ = _train_variant(cfg, train, out / f"train_{name}", progress)
         preds, _ = predict_variants(
             detector, test, heads, box_regression=(True,), progress=progress
         )

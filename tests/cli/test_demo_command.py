@@ -16,6 +16,8 @@ TINY = [
     "--set",
     "model.scales=[160]",
     "--set",
+    "train.train_scales=[144, 176]",
+    "--set",
     "model.fc_dims=[32, 32]",
     "--set",
     "train.epochs_fc=1",
@@ -61,6 +63,7 @@ def test_demo_writes_its_report_and_reuses_its_stages(tmp_path: Path, capsys) ->
     assert (out / "pr_voc07.png").stat().st_size > 0
     assert len(list((out / "detections").glob("*.png"))) == 2
     assert (out / "train" / "model" / "model.safetensors").is_file()
+    assert (out / "train" / "model_svm" / "model.safetensors").is_file()
     assert "5 test scales" in (out / "report.md").read_text()
 
     # A second run reuses the dataset, the proposals and the trained model.
@@ -68,3 +71,10 @@ def test_demo_writes_its_report_and_reuses_its_stages(tmp_path: Path, capsys) ->
     again = json.loads((out / "report.json").read_text())
     assert "train (reused)" in again["seconds"] and "train" not in again["seconds"]
     assert again["variants"] == report["variants"]
+
+
+def test_demo_refuses_stages_that_train_only_one_head(tmp_path: Path, capsys) -> None:
+    argv = ["demo", "--out", str(tmp_path / "demo"), "--set", "train.stages=[finetune_fc]"]
+    assert main(argv) == 2
+    assert "train.stages must train both heads" in capsys.readouterr().err
+    assert not (tmp_path / "demo" / "data").exists()  # refused before any work
