@@ -25,7 +25,7 @@ from torchvision.ops import FrozenBatchNorm2d
 if TYPE_CHECKING:
     from sppnet.models.detector import SPPNetDetector
 
-__all__ = ["fold_batchnorm", "fuse_for_inference"]
+__all__ = ["fold_batchnorm", "fuse_for_inference", "inference_copy"]
 
 _NORMS = (nn.BatchNorm2d, FrozenBatchNorm2d)
 
@@ -76,6 +76,14 @@ def fold_batchnorm(module: nn.Module) -> int:
     return folded
 
 
+def inference_copy(module: nn.Module) -> nn.Module:
+    """A copy of ``module`` for inference: eval mode, no gradients, batch norms folded
+    (:func:`fold_batchnorm`), weights in channels-last format. ``module`` is unchanged."""
+    copied = copy.deepcopy(module).eval().requires_grad_(False)
+    fold_batchnorm(copied)
+    return copied.to(memory_format=torch.channels_last)
+
+
 def fuse_for_inference(detector: SPPNetDetector) -> SPPNetDetector:
     """An inference copy of ``detector``: eval mode, no gradients, the trunk's batch norms folded
     into its convolutions and its weights in channels-last format. ``detector`` is unchanged.
@@ -83,9 +91,9 @@ def fuse_for_inference(detector: SPPNetDetector) -> SPPNetDetector:
     Raises:
         ValueError: the copy would be saved (``save_pretrained``): save ``detector`` instead.
     """
-    fused = copy.deepcopy(detector).eval()
-    fused.requires_grad_(False)
-    fold_batchnorm(fused.backbone)
-    fused.backbone.to(memory_format=torch.channels_last)
+    # Everything but the trunk is copied here; the trunk once, by inference_copy.
+    fused = copy.deepcopy(detector, memo={id(detector.backbone): detector.backbone})
+    fused.backbone = inference_copy(detector.backbone)
+    fused.eval().requires_grad_(False)
     fused.inference_only = True
     return fused
