@@ -158,6 +158,6 @@ def run(args: argparse.Namespace) -> int:
         Path(args.plots).mkdir(parents=True, exist_ok=True)
         save_pr_curves(voc, Path(args.plots) / "pr_voc07.png", "voc07")
     if args.draw:
-        threshold = 0.5 if detector.config.scoring == "softmax" else 0.0
+        threshold = 0.0 if detector.config.scoring == "svm" else 0.5
         draw(data, preds, classes, Path(args.draw), threshold)
     return 0

@@ -194,11 +194,12 @@ def train_from_config(
     heads = train_detector(detector, train, config.train, output, resume=resume, progress=progress)
     detector.save_pretrained(output / "model")
     if heads.svm is not None and heads.softmax is not None:
-        # Save the other scoring head too, so `sppnet eval` can compare SVMs and softmax.
-        scoring = "softmax" if config.model.scoring == "svm" else "svm"
-        other = copy.deepcopy(detector)
-        other.set_box_predictor(heads.softmax if scoring == "softmax" else heads.svm)
-        other.save_pretrained(output / f"model_{scoring}")
+        # Save the other scoring heads too, so `sppnet eval` can compare SVMs and softmax.
+        for scoring, head in (("softmax", heads.softmax), ("svm", heads.svm)):
+            if scoring != config.model.scoring:
+                other = copy.deepcopy(detector)
+                other.set_box_predictor(head)
+                other.save_pretrained(output / f"model_{scoring}")
     summary = {
         "format": "sppnet-train",
         "version": 1,

@@ -57,6 +57,7 @@ from sppnet.models.detector import (
 from sppnet.models.detector_config import TrainingConfig
 from sppnet.models.fuse import fuse_for_inference
 from sppnet.models.heads import SoftmaxHead
+from sppnet.models.score_fusion import SoftmaxSVMFusion
 from sppnet.models.svm import (
     LinearSVMs,
     feature_scale,
@@ -788,13 +789,16 @@ def train_detector(
 
     Gradient stages checkpoint under ``output_dir/<stage>`` and, with ``resume``, continue from
     there (a finished stage is restored, not re-run). Leaves ``detector`` in eval mode with the
-    head its ``config.scoring`` names installed (the SVMs when ``scoring == "svm"``, else fc8).
+    head its ``config.scoring`` names installed (the SVMs when ``scoring == "svm"``, both fused
+    for ``"softmax+svm"``, else fc8).
     Returns both heads and the logs.
     """
     torch.manual_seed(cfg.seed)
     heads = TrainedHeads()
     dtype = _DTYPES[cfg.cache_dtype]
     wanted_scoring = detector.config.scoring
+    if isinstance(detector.box_predictor, SoftmaxSVMFusion):
+        detector.set_box_predictor(detector.box_predictor.softmax)
     if not isinstance(detector.box_predictor, SoftmaxHead):
         device = next(detector.parameters()).device
         fc8 = SoftmaxHead(detector.representation_size, detector.config.num_classes)
@@ -830,10 +834,15 @@ def train_detector(
         elif stage == "box_regression":
             heads.logs.append(train_box_regressor(detector, data, cache, cfg, progress))
     heads.softmax = detector.box_predictor  # type: ignore[assignment]
-    if wanted_scoring == "svm":
+    if wanted_scoring in ("svm", "softmax+svm"):
         if heads.svm is None:
-            raise ValueError("config.scoring is 'svm' but the 'svm' stage did not run")
-        detector.set_box_predictor(heads.svm)
+            raise ValueError(
+                f"config.scoring is {wanted_scoring!r} but the 'svm' stage did not run"
+            )
+        if wanted_scoring == "svm":
+            detector.set_box_predictor(heads.svm)
+        else:
+            detector.set_box_predictor(SoftmaxSVMFusion(heads.softmax, heads.svm))
     detector.eval()
     return heads
 
@@ -884,8 +893,9 @@ def predict_variants(
         detector: supplies the trunk, scales, pooler, fc layers, box regressor and
             post-processing settings.
         data: the images and proposals.
-        heads: name -> :class:`SoftmaxHead` or :class:`LinearSVMs` (each scored with its own
-            score threshold from the detector's config).
+        heads: name -> :class:`SoftmaxHead`, :class:`LinearSVMs` or :class:`SoftmaxSVMFusion`
+            (each scored with its own score threshold from the detector's config: the SVM one
+            for margins, else the softmax one).
         box_regression: which of with (True) / without (False) the box regressor to produce.
         fuse: run an inference copy of the detector (as :func:`predict`).
 
@@ -901,7 +911,11 @@ def predict_variants(
     for name, head in heads.items():
         threshold = cfg.svm_score_threshold if isinstance(head, LinearSVMs) else cfg.score_threshold
         post[name] = DetectionPostprocess(
-            threshold, cfg.nms_threshold, cfg.detections_per_image, cfg.min_box_size
+            threshold,
+            cfg.nms_threshold,
+            cfg.detections_per_image,
+            cfg.min_box_size,
+            cfg.box_voting_iou,
         )
     regress = [r for r in box_regression if not r or detector.box_regressor is not None]
     out: dict[str, list[dict[str, Tensor]]] = {

@@ -33,9 +33,11 @@ from sppnet.models import detector_backbones  # noqa: F401  (registers mobilenet
 from sppnet.models.detector_config import DetectorConfig
 from sppnet.models.heads import BoxRegressor, FCHead, SoftmaxHead
 from sppnet.models.scales import assign_scales
+from sppnet.models.score_fusion import SoftmaxSVMFusion
 from sppnet.models.svm import LinearSVMs
 from sppnet.models.transform import DetectionTransform
 from sppnet.ops import RoISpatialPyramidPooling
+from sppnet.ops.box_voting import box_voting
 from sppnet.ops.boxes import BoxCoder, batched_nms_per_class, box_iou, clip_boxes_to_image
 
 __all__ = [
@@ -105,13 +107,16 @@ def _pad_stack(maps: Sequence[Tensor]) -> Tensor:
 
 
 class DetectionPostprocess(nn.Module):
-    """Per-image post-processing: clip, drop small boxes and low scores, per-class NMS, cap.
+    """Per-image post-processing: clip, drop small boxes and low scores, per-class NMS, optional
+    box voting, cap.
 
     Args:
         score_threshold: detections with score <= this are dropped.
         nms_threshold: per-class NMS IoU threshold (0.3 in the paper).
         detections_per_image: keep at most this many, the highest-scoring.
         min_box_size: boxes narrower or lower than this (pixels) are dropped.
+        box_voting_iou: if set, each kept box moves to the score-weighted mean of the candidates
+            of its class overlapping it by at least this IoU (:func:`~sppnet.ops.box_voting`).
     """
 
     def __init__(
@@ -120,17 +125,20 @@ class DetectionPostprocess(nn.Module):
         nms_threshold: float = 0.3,
         detections_per_image: int = 100,
         min_box_size: float = 1.0,
+        box_voting_iou: float | None = None,
     ) -> None:
         super().__init__()
         self.score_threshold = float(score_threshold)
         self.nms_threshold = float(nms_threshold)
         self.detections_per_image = int(detections_per_image)
         self.min_box_size = float(min_box_size)
+        self.box_voting_iou = None if box_voting_iou is None else float(box_voting_iou)
 
     def extra_repr(self) -> str:
         return (
             f"score_threshold={self.score_threshold}, nms_threshold={self.nms_threshold}, "
-            f"detections_per_image={self.detections_per_image}"
+            f"detections_per_image={self.detections_per_image}, "
+            f"box_voting_iou={self.box_voting_iou}"
         )
 
     def forward(
@@ -165,8 +173,13 @@ class DetectionPostprocess(nn.Module):
             self.nms_threshold,
             max_detections=self.detections_per_image,
         )
+        kept = boxes[keep]
+        if self.box_voting_iou is not None:
+            kept = box_voting(
+                kept, flat_labels[keep], boxes, flat_scores, flat_labels, self.box_voting_iou
+            )
         return {
-            "boxes": boxes[keep].float(),
+            "boxes": kept.float(),
             "labels": flat_labels[keep],
             "scores": flat_scores[keep].float(),
         }
@@ -270,18 +283,23 @@ class SPPNetDetector(nn.Module):
         self.box_predictor: nn.Module
         if config.scoring == "softmax":
             self.box_predictor = SoftmaxHead(rep, config.num_classes)
-        else:
+        elif config.scoring == "svm":
             self.box_predictor = LinearSVMs(rep, config.num_classes)
+        else:
+            self.box_predictor = SoftmaxSVMFusion(
+                SoftmaxHead(rep, config.num_classes), LinearSVMs(rep, config.num_classes)
+            )
         self.box_regressor: BoxRegressor | None = None
         if config.box_regression:
             reg_in = pooled if config.box_regression_input == "pool5" else rep
             self.box_regressor = BoxRegressor(reg_in, config.num_classes)
         self.box_coder = BoxCoder(config.box_coder_weights)
         self.postprocess = DetectionPostprocess(
-            config.score_threshold if config.scoring == "softmax" else config.svm_score_threshold,
+            config.svm_score_threshold if config.scoring == "svm" else config.score_threshold,
             config.nms_threshold,
             config.detections_per_image,
             config.min_box_size,
+            config.box_voting_iou,
         )
         self.window_sampling = WindowSampling()
         #: True for the copies made by :func:`sppnet.models.fuse.fuse_for_inference`.
@@ -305,14 +323,20 @@ class SPPNetDetector(nn.Module):
         return self
 
     def set_box_predictor(self, head: nn.Module) -> None:
-        """Swap the scoring head (:class:`SoftmaxHead` or :class:`LinearSVMs`); updates the config
-        and the post-processing score threshold to match."""
+        """Swap the scoring head (:class:`SoftmaxHead`, :class:`LinearSVMs` or
+        :class:`SoftmaxSVMFusion`); updates the config and the post-processing score threshold to
+        match."""
         if isinstance(head, SoftmaxHead):
             scoring, threshold = "softmax", self.config.score_threshold
         elif isinstance(head, LinearSVMs):
             scoring, threshold = "svm", self.config.svm_score_threshold
+        elif isinstance(head, SoftmaxSVMFusion):
+            scoring, threshold = "softmax+svm", self.config.score_threshold
         else:
-            raise TypeError(f"head must be a SoftmaxHead or LinearSVMs, got {type(head).__name__}")
+            raise TypeError(
+                "head must be a SoftmaxHead, LinearSVMs or SoftmaxSVMFusion, got "
+                f"{type(head).__name__}"
+            )
         if head.num_classes != self.config.num_classes:
             raise ValueError(
                 f"head has {head.num_classes} classes, the detector {self.config.num_classes}"

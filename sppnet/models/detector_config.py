@@ -34,6 +34,7 @@ import yaml
 
 __all__ = [
     "PAPER_SCALES",
+    "SCORING_HEADS",
     "DetectorConfig",
     "TrainingConfig",
     "load_config_file",
@@ -47,6 +48,8 @@ PAPER_SCALES: tuple[int, ...] = (480, 576, 688, 864, 1200)
 PAPER_SINGLE_SCALE = 688
 #: Side of the square whose area each window is matched to when choosing its scale.
 PAPER_TARGET_SIDE = 224
+#: The values of ``DetectorConfig.scoring``.
+SCORING_HEADS: tuple[str, ...] = ("softmax", "svm", "softmax+svm")
 
 
 def scaled_scales(base: int, scales: Sequence[int] = PAPER_SCALES) -> tuple[int, ...]:
@@ -123,11 +126,16 @@ class DetectorConfig(_Serializable):
             ``target_side ** 2`` (224 in the paper).
         fc_dims: widths of fc6, fc7, ...; ``()`` pools straight into the scoring heads.
         dropout: dropout after each fc layer (training only).
-        scoring: ``"softmax"`` (fc8, num_classes + 1 outputs) or ``"svm"`` (per-class linear SVMs).
+        scoring: ``"softmax"`` (fc8, num_classes + 1 outputs), ``"svm"`` (per-class linear SVMs)
+            or ``"softmax+svm"`` (both, fused:
+            :class:`~sppnet.models.score_fusion.SoftmaxSVMFusion`).
         box_regression: whether a per-class box regressor is part of the model.
         box_regression_input: ``"pool5"`` (the paper: the pooled conv features) or ``"fc7"``.
         box_coder_weights: (wx, wy, ww, wh) the R-CNN deltas are multiplied by.
         nms_threshold: IoU above which a lower-scored box of the same class is suppressed.
+        box_voting_iou: if set, each box NMS keeps moves to the score-weighted mean of the
+            candidates of its class overlapping it by at least this IoU
+            (:func:`~sppnet.ops.box_voting.box_voting`); ``None`` (default) leaves it.
         score_threshold: softmax probability below which a detection is dropped.
         svm_score_threshold: the same for SVM margins (R-CNN's test threshold is -1).
         detections_per_image: cap on the detections returned per image.
@@ -151,6 +159,7 @@ class DetectorConfig(_Serializable):
     box_regression_input: str = "pool5"
     box_coder_weights: tuple[float, ...] = (1.0, 1.0, 1.0, 1.0)
     nms_threshold: float = 0.3
+    box_voting_iou: float | None = None
     score_threshold: float = 0.01
     svm_score_threshold: float = -1.0
     detections_per_image: int = 100
@@ -188,8 +197,8 @@ class DetectorConfig(_Serializable):
             raise ValueError(f"fc_dims must be positive, got {self.fc_dims}")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
-        if self.scoring not in ("softmax", "svm"):
-            raise ValueError(f"scoring must be 'softmax' or 'svm', got {self.scoring!r}")
+        if self.scoring not in SCORING_HEADS:
+            raise ValueError(f"scoring must be one of {SCORING_HEADS}, got {self.scoring!r}")
         if self.box_regression_input not in ("pool5", "fc7"):
             raise ValueError(
                 f"box_regression_input must be 'pool5' or 'fc7', got {self.box_regression_input!r}"
@@ -200,6 +209,8 @@ class DetectorConfig(_Serializable):
             )
         if not 0.0 < self.nms_threshold <= 1.0:
             raise ValueError(f"nms_threshold must be in (0, 1], got {self.nms_threshold}")
+        if self.box_voting_iou is not None and not 0.0 < self.box_voting_iou <= 1.0:
+            raise ValueError(f"box_voting_iou must be in (0, 1] or None, got {self.box_voting_iou}")
         if self.detections_per_image < 1:
             raise ValueError(f"detections_per_image must be >= 1, got {self.detections_per_image}")
         if self.min_box_size < 0:

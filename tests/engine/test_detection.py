@@ -123,6 +123,25 @@ def test_predict_variants_agrees_with_the_detector():
             torch.testing.assert_close(a[k], b[k])
 
 
+def test_train_detector_installs_the_fused_head_for_softmax_plus_svm(tmp_path):
+    from sppnet.models.score_fusion import SoftmaxSVMFusion
+
+    items, proposals = _toy_set(2)
+    data = DetectionSet(items, proposals, keep_images=True)
+    stages = TrainingConfig(
+        stages=("finetune_fc", "svm"), epochs_fc=1, images_per_batch=2, windows_per_batch=16
+    )
+    det = _small_detector(scoring="softmax+svm")
+    heads = train_detector(det, data, stages, tmp_path / "a")
+    assert isinstance(det.box_predictor, SoftmaxSVMFusion)
+    assert det.box_predictor.softmax is heads.softmax and det.box_predictor.svms is heads.svm
+    assert det.config.scoring == "softmax+svm"
+    assert det.postprocess.score_threshold == det.config.score_threshold
+    det = _small_detector(scoring="softmax+svm")
+    with pytest.raises(ValueError, match="'svm' stage did not run"):
+        train_detector(det, data, stages.replace(stages=("finetune_fc",)), tmp_path / "b")
+
+
 @pytest.mark.slow
 def test_small_end_to_end_training_learns_the_demo_objects(tmp_path):
     """A handful of demo images: the loss falls and a trained-on digit is found again."""
