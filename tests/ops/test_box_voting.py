@@ -8,6 +8,7 @@ import torch
 from sppnet.models.detector import DetectionPostprocess
 from sppnet.models.detector_config import DetectorConfig
 from sppnet.ops import box_voting
+from sppnet.ops.boxes import box_iou
 
 
 def _t(rows):
@@ -45,6 +46,25 @@ def test_each_class_votes_for_its_own_boxes_only():
     labels = torch.tensor([1, 2, 1, 2])
     out = box_voting(kept, torch.tensor([1, 2]), boxes, scores, labels)
     torch.testing.assert_close(out, _t([[0, 0, 11, 10], [0, 0, 10, 11]]))
+
+
+def test_matches_a_plain_loop_on_random_boxes():
+    g = torch.Generator().manual_seed(0)
+    xy = torch.rand(300, 2, generator=g) * 100
+    boxes = torch.cat([xy, xy + 5 + torch.rand(300, 2, generator=g) * 40], dim=1)
+    scores = torch.rand(300, generator=g) * 2 - 0.5  # some negative, as SVM margins
+    labels = torch.randint(1, 5, (300,), generator=g)
+    kept = torch.arange(0, 300, 7)
+    out = box_voting(boxes[kept], labels[kept], boxes, scores, labels, 0.4)
+    for j, k in enumerate(kept.tolist()):
+        num, den = torch.zeros(4, dtype=torch.float64), 0.0
+        for i in range(300):
+            iou = float(box_iou(boxes[k : k + 1], boxes[i : i + 1]))
+            if labels[i] == labels[k] and iou >= 0.4 and scores[i] > 0:
+                num += float(scores[i]) * boxes[i].double()
+                den += float(scores[i])
+        expected = num / den if den > 0 else boxes[k].double()
+        torch.testing.assert_close(out[j].double(), expected, rtol=1e-5, atol=1e-4)
 
 
 def test_empty_inputs_and_dtype():
