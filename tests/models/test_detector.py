@@ -6,6 +6,7 @@ from sppnet.models import SPPNetDetector, create_backbone
 from sppnet.models.detector import label_windows, sample_windows
 from sppnet.models.detector_config import DetectorConfig, preset
 from sppnet.models.heads import SoftmaxHead
+from sppnet.models.score_fusion import SoftmaxSVMFusion
 from sppnet.models.svm import LinearSVMs
 from sppnet.ops import roi_spp
 
@@ -199,6 +200,29 @@ def test_set_box_predictor_switches_threshold_and_checks_type():
         det.set_box_predictor(torch.nn.Linear(16, 4))
     with pytest.raises(ValueError, match="classes"):
         det.set_box_predictor(SoftmaxHead(det.representation_size, 5))
+
+
+def test_detector_builds_saves_and_reloads_the_fused_head(tmp_path):
+    det = _detector(scoring="softmax+svm", score_threshold=0.02, svm_score_threshold=-0.7)
+    assert isinstance(det.box_predictor, SoftmaxSVMFusion)
+    assert det.postprocess.score_threshold == 0.02
+    with torch.no_grad():
+        det.box_predictor.svms.weight.normal_()
+    det.save_pretrained(tmp_path / "m")
+    again = SPPNetDetector.from_pretrained(tmp_path / "m")
+    assert again.config.scoring == "softmax+svm"
+    assert isinstance(again.box_predictor, SoftmaxSVMFusion)
+    x = torch.randn(5, det.representation_size)
+    torch.testing.assert_close(again.box_predictor(x), det.box_predictor(x))
+    # Swapping heads moves the config and the threshold with them.
+    again.set_box_predictor(again.box_predictor.svms)
+    assert again.config.scoring == "svm" and again.postprocess.score_threshold == -0.7
+    again.set_box_predictor(
+        SoftmaxSVMFusion(
+            SoftmaxHead(again.representation_size, 3), LinearSVMs(again.representation_size, 3)
+        )
+    )
+    assert again.config.scoring == "softmax+svm" and again.postprocess.score_threshold == 0.02
 
 
 def test_bad_input_is_reported():

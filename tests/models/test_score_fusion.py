@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 import torch
 
-from sppnet.models import SPPNetDetector
 from sppnet.models.detector_config import DetectorConfig
 from sppnet.models.heads import SoftmaxHead
 from sppnet.models.score_fusion import SoftmaxSVMFusion
@@ -56,42 +55,6 @@ def test_mismatched_heads_are_refused():
         SoftmaxSVMFusion(soft, LinearSVMs(8, 3))
     with pytest.raises(TypeError):
         SoftmaxSVMFusion(svm, soft)  # type: ignore[arg-type]
-
-
-def _detector(**overrides) -> SPPNetDetector:
-    cfg = dict(
-        num_classes=3,
-        backbone="small",
-        backbone_kwargs={"channels": [8, 8, 16]},
-        backbone_weights=None,
-        levels=(2, 1),
-        scales=(96,),
-        fc_dims=(16, 16),
-        max_size=400,
-        target_side=64.0,
-    )
-    cfg.update(overrides)
-    torch.manual_seed(0)
-    return SPPNetDetector(DetectorConfig(**cfg)).eval()
-
-
-def test_detector_builds_saves_and_reloads_the_fused_head(tmp_path):
-    det = _detector(scoring="softmax+svm", score_threshold=0.02, svm_score_threshold=-0.7)
-    assert isinstance(det.box_predictor, SoftmaxSVMFusion)
-    assert det.postprocess.score_threshold == 0.02
-    with torch.no_grad():
-        det.box_predictor.svms.weight.normal_()
-    det.save_pretrained(tmp_path / "m")
-    again = SPPNetDetector.from_pretrained(tmp_path / "m")
-    assert again.config.scoring == "softmax+svm"
-    assert isinstance(again.box_predictor, SoftmaxSVMFusion)
-    x = torch.randn(5, det.representation_size)
-    torch.testing.assert_close(again.box_predictor(x), det.box_predictor(x))
-    # Swapping heads moves the config and the threshold with them.
-    again.set_box_predictor(again.box_predictor.svms)
-    assert again.config.scoring == "svm" and again.postprocess.score_threshold == -0.7
-    again.set_box_predictor(SoftmaxSVMFusion(*_heads(again.representation_size, 3)))
-    assert again.config.scoring == "softmax+svm" and again.postprocess.score_threshold == 0.02
 
 
 def test_unknown_scoring_is_refused():
