@@ -337,7 +337,7 @@ def _read_log(path: Path) -> list[dict[str, float]]:
     for line in path.read_text(encoding="utf-8").splitlines():
         entry = json.loads(line)
         if "loss" in entry and "step" in entry:
-            records.append({"step": entry["step"], "loss": entry["loss"]})
+            records.append({k: v for k, v in entry.items() if k == "step" or k.startswith("loss")})
     return records
 
 
@@ -412,6 +412,30 @@ def _configure_sampling(detector: SPPNetDetector, cfg: TrainingConfig) -> None:
     )
 
 
+def _head_parameters(detector: SPPNetDetector, cfg: TrainingConfig) -> list[nn.Parameter]:
+    """fc6/fc7/fc8, and the box regressor when the box loss is on."""
+    modules = [detector.box_head, detector.box_predictor]
+    if cfg.box_loss_weight > 0:
+        if detector.box_regressor is None:
+            raise ValueError(
+                "train.box_loss_weight > 0 needs a box regressor (model.box_regression: true)"
+            )
+        modules.append(detector.box_regressor)
+    return [p for m in modules for p in m.parameters()]
+
+
+def _step_losses(losses: dict[str, Tensor], cfg: TrainingConfig) -> dict[str, Tensor]:
+    """The loss a fine-tuning step minimises: fc8's cross-entropy, plus the weighted box loss
+    when ``box_loss_weight`` > 0 (both then logged too)."""
+    if cfg.box_loss_weight == 0:
+        return {"loss": losses["loss_classifier"]}
+    return {
+        "loss": losses["loss_classifier"] + cfg.box_loss_weight * losses["loss_box_reg"],
+        "loss_classifier": losses["loss_classifier"].detach(),
+        "loss_box_reg": losses["loss_box_reg"].detach(),
+    }
+
+
 def finetune_fc(
     detector: SPPNetDetector,
     data: DetectionSet,
@@ -434,9 +458,9 @@ def finetune_fc(
         feats = cache.features(batch, device=device)
         props = [data.proposals[i].to(device) for i in batch]
         losses = model(None, props, _targets(data, batch, device), features=feats)
-        return {"loss": losses["loss_classifier"]}
+        return _step_losses(losses, cfg)
 
-    params = [p for m in (detector.box_head, detector.box_predictor) for p in m.parameters()]
+    params = _head_parameters(detector, cfg)
     return _fit(
         "finetune_fc",
         detector,
@@ -501,9 +525,9 @@ def finetune_end_to_end(
         else:
             feats = trunk_cache.features(batch, scale)
         losses = model(None, props, targets, features=feats)
-        return {"loss": losses["loss_classifier"]}
+        return _step_losses(losses, cfg)
 
-    head = [p for m in (detector.box_head, detector.box_predictor) for p in m.parameters()]
+    head = _head_parameters(detector, cfg)
     trunk = trunk_parameters(detector, cfg.trunk_frozen_prefix)
     log = _fit(
         "end_to_end",

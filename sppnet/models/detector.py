@@ -50,6 +50,9 @@ __all__ = [
 ]
 
 CONFIG_KIND = "SPPNetDetector"
+#: Smooth-L1 transition point of the box loss (torchvision's Fast/Faster R-CNN: 1/9 with box
+#: coder weights (10, 10, 5, 5)).
+BOX_LOSS_BETA = 1.0 / 9.0
 
 
 @dataclass
@@ -250,7 +253,8 @@ class SPPNetDetector(nn.Module):
 
     In eval mode returns a list of dicts ``boxes`` Tensor[D, 4] float32 (original pixels),
     ``labels`` Tensor[D] int64 (1..num_classes), ``scores`` Tensor[D] float32. In training mode
-    returns ``{"loss_classifier": Tensor[]}``: softmax cross-entropy of fc8 on windows sampled as in
+    returns ``{"loss_classifier": Tensor[], "loss_box_reg": Tensor[]}`` (the second only with a box
+    regressor; see :meth:`training_losses`): softmax cross-entropy of fc8 on windows sampled as in
     the paper (``window_sampling``: 25% foreground), the conv maps computed at one of
     ``config.scales`` drawn at random. The trunk's batch norms stay frozen in training mode.
     """
@@ -528,9 +532,17 @@ class SPPNetDetector(nn.Module):
         proposals: Sequence[Tensor],
         targets: Sequence[dict[str, Tensor]],
     ) -> dict[str, Tensor]:
-        """Cross-entropy of fc8 on windows sampled per image by ``self.window_sampling``
-        (ground-truth boxes join the proposals, as in R-CNN). Works on live features (end to
-        end) or cached ones (fc only). Draws from the global torch RNG.
+        """The losses on windows sampled per image by ``self.window_sampling`` (ground-truth
+        boxes join the proposals, as in R-CNN). Works on live features (end to end) or cached ones
+        (fc only). Draws from the global torch RNG.
+
+        Returns:
+            ``loss_classifier``: fc8's cross-entropy, averaged over the sampled windows; and, when
+            the detector has a box regressor, ``loss_box_reg``: Fast R-CNN's smooth-L1 loss
+            (``beta`` :data:`BOX_LOSS_BETA`) of the regressor's deltas for each foreground
+            window's own class against the box coder's targets, summed over the foreground
+            windows and divided by the number sampled. Which losses are minimised, and with what
+            weights, is the training loop's choice (:mod:`sppnet.engine.detection`).
 
         Raises:
             TypeError: the scoring head is not a :class:`SoftmaxHead` (SVMs are trained by
@@ -539,22 +551,44 @@ class SPPNetDetector(nn.Module):
         if not isinstance(self.box_predictor, SoftmaxHead):
             raise TypeError("training_losses needs the softmax head (box_predictor = SoftmaxHead)")
         ws = self.window_sampling
-        sampled, labels = [], []
+        box_loss = self.box_regressor is not None
+        sampled, labels, box_targets = [], [], []
         for props, target in zip(proposals, targets, strict=True):
             gt = target["boxes"].to(props.device, torch.float32)
             windows = torch.cat([gt, props.to(torch.float32)])
-            max_iou, _, matched = label_windows(windows, gt, target["labels"].to(props.device))
+            max_iou, gt_index, matched = label_windows(
+                windows, gt, target["labels"].to(props.device)
+            )
             fg, bg = sample_windows(
                 max_iou, ws.windows_per_image, ws.fg_fraction, ws.fg_iou, ws.bg_iou
             )
             sampled.append(torch.cat([windows[fg], windows[bg]]))
             labels.append(torch.cat([matched[fg], torch.zeros_like(matched[bg])]))
-        pooled = self.pool_windows(features, sampled)
-        logits = self.box_predictor(self.box_head(pooled.float()))
+            if box_loss:
+                # Rows of the background windows are never read (their label is 0).
+                fg_targets = self.box_coder.encode(gt[gt_index[fg]], windows[fg])
+                box_targets.append(torch.cat([fg_targets, fg_targets.new_zeros(bg.numel(), 4)]))
+        pooled = self.pool_windows(features, sampled).float()
+        x = self.box_head(pooled)
+        logits = self.box_predictor(x)
         target_labels = torch.cat(labels).to(logits.device)
         if target_labels.numel() == 0:
-            return {"loss_classifier": logits.sum() * 0.0}
-        return {"loss_classifier": F.cross_entropy(logits, target_labels)}
+            zero = logits.sum() * 0.0
+            return {"loss_classifier": zero, **({"loss_box_reg": zero} if box_loss else {})}
+        losses = {"loss_classifier": F.cross_entropy(logits, target_labels)}
+        if box_loss:
+            assert self.box_regressor is not None
+            fg_rows = torch.where(target_labels > 0)[0]
+            reg_in = pooled if self.config.box_regression_input == "pool5" else x
+            deltas = self.box_regressor(reg_in[fg_rows])
+            pred = deltas[torch.arange(fg_rows.numel()), target_labels[fg_rows] - 1]
+            target_deltas = torch.cat(box_targets).to(pred.device)[fg_rows]
+            # Fast R-CNN's normalisation: summed over the foreground, divided by all sampled.
+            losses["loss_box_reg"] = (
+                F.smooth_l1_loss(pred, target_deltas, beta=BOX_LOSS_BETA, reduction="sum")
+                / target_labels.numel()
+            )
+        return losses
 
     # ------------------------------------------------------------------ persistence
     def checkpoint_config(self) -> dict[str, Any]:

@@ -238,6 +238,10 @@ class TrainingConfig(_Serializable):
         trunk_cache_mb: end to end, the frozen first blocks' output is computed once per image
             and scale and kept, up to this many MiB (0: recompute it every step); see
             :mod:`sppnet.engine.prefix_cache`.
+        box_loss_weight: weight of the box regressor's smooth-L1 loss beside fc8's
+            cross-entropy in both fine-tuning stages (Fast R-CNN's multi-task loss; its lambda
+            is 1). 0 (the default) is the paper's classification-only fine-tuning, with the
+            regressor fitted afterwards by the ``box_regression`` stage.
         lr_decay_at: fraction of each stage's steps after which its learning rate drops 10x.
         weight_decay / momentum: SGD.
         svm_c / svm_pos_weight / svm_bias_multiplier / svm_feature_norm: the released code's
@@ -266,6 +270,7 @@ class TrainingConfig(_Serializable):
     trunk_frozen_prefix: int = 4
     train_scales: tuple[int, ...] = ()
     trunk_cache_mb: int = 1024
+    box_loss_weight: float = 0.0
     lr_decay_at: float = 0.75
     weight_decay: float = 5e-4
     momentum: float = 0.9
@@ -324,6 +329,8 @@ class TrainingConfig(_Serializable):
             raise ValueError(f"trunk_cache_mb must be >= 0, got {self.trunk_cache_mb}")
         if self.max_proposals < 1:
             raise ValueError(f"max_proposals must be >= 1, got {self.max_proposals}")
+        if not self.box_loss_weight >= 0.0:
+            raise ValueError(f"box_loss_weight must be >= 0, got {self.box_loss_weight}")
         if not 0.0 < self.lr_decay_at <= 1.0:
             raise ValueError(f"lr_decay_at must be in (0, 1], got {self.lr_decay_at}")
 

@@ -142,6 +142,55 @@ def test_train_detector_installs_the_fused_head_for_softmax_plus_svm(tmp_path):
         train_detector(det, data, stages.replace(stages=("finetune_fc",)), tmp_path / "b")
 
 
+@pytest.mark.parametrize("regression_input", ["pool5", "fc7"])
+def test_box_loss_weight_trains_the_regressor_beside_the_classifier(tmp_path, regression_input):
+    items, proposals = _toy_set(2)
+    data = DetectionSet(items, proposals, keep_images=True)
+    # Every foreground window in every step: the regressor fits a fixed set.
+    cfg = TrainingConfig(
+        stages=("finetune_fc",),
+        epochs_fc=30,
+        lr_fc=0.01,
+        images_per_batch=2,
+        windows_per_batch=128,
+        fg_fraction=1.0,
+    )
+    model = dict(box_regression_input=regression_input, box_coder_weights=(10.0, 10.0, 5.0, 5.0))
+    plain = _small_detector(**model)
+    heads = train_detector(plain, data, cfg, tmp_path / "plain")
+    assert plain.box_regressor.linear.weight.abs().sum() == 0  # left to the ridge stage
+    assert "loss_box_reg" not in heads.logs[-1].records[0]
+
+    joint = _small_detector(**model)
+    heads = train_detector(joint, data, cfg.replace(box_loss_weight=1.0), tmp_path / "joint")
+    records = heads.logs[-1].records
+    assert {"loss", "loss_classifier", "loss_box_reg"} <= set(records[0])
+    for r in records:
+        assert r["loss"] == pytest.approx(r["loss_classifier"] + r["loss_box_reg"], rel=1e-5)
+    assert records[-1]["loss_box_reg"] < records[0]["loss_box_reg"]
+    # The learned deltas move the training windows towards their boxes.
+    gt = data.targets[0]["boxes"]
+    windows = data.proposals[0][:20]  # jittered copies of the two boxes, alternating
+    labels = torch.tensor([1, 2] * 10)
+    with torch.no_grad():
+        pooled = joint.pool_windows(joint.compute_features([data.image(0)]), [windows])
+        _, deltas = joint.score_windows(pooled)
+    moved = joint.box_coder.decode(deltas[torch.arange(20), labels - 1], windows)
+    before = box_iou(windows, gt)[torch.arange(20), labels - 1].mean()
+    after = box_iou(moved, gt)[torch.arange(20), labels - 1].mean()
+    assert after > before + 0.005, (before, after)
+
+
+def test_box_loss_weight_needs_a_box_regressor(tmp_path):
+    items, proposals = _toy_set(2)
+    data = DetectionSet(items, proposals, keep_images=True)
+    cfg = TrainingConfig(stages=("finetune_fc",), epochs_fc=1, box_loss_weight=1.0)
+    with pytest.raises(ValueError, match="box_loss_weight > 0 needs a box regressor"):
+        train_detector(_small_detector(box_regression=False), data, cfg, tmp_path)
+    with pytest.raises(ValueError, match="box_loss_weight must be >= 0"):
+        TrainingConfig(box_loss_weight=-1.0)
+
+
 @pytest.mark.slow
 def test_small_end_to_end_training_learns_the_demo_objects(tmp_path):
     """A handful of demo images: the loss falls and a trained-on digit is found again."""

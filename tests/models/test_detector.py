@@ -3,7 +3,7 @@ import torch
 
 from sppnet.engine.checkpoint import CheckpointError
 from sppnet.models import SPPNetDetector, create_backbone
-from sppnet.models.detector import label_windows, sample_windows
+from sppnet.models.detector import WindowSampling, label_windows, sample_windows
 from sppnet.models.detector_config import DetectorConfig, preset
 from sppnet.models.heads import SoftmaxHead
 from sppnet.models.score_fusion import SoftmaxSVMFusion
@@ -125,7 +125,7 @@ def test_training_mode_returns_a_loss_that_reaches_fc_and_trunk():
     gt = torch.tensor([[10.0, 10.0, 50.0, 60.0]])
     props = torch.cat([gt + torch.randn(20, 4), _boxes(40)])
     losses = det([img], [props], [{"boxes": gt, "labels": torch.tensor([2])}])
-    assert set(losses) == {"loss_classifier"}
+    assert set(losses) == {"loss_classifier", "loss_box_reg"}
     loss = losses["loss_classifier"]
     assert torch.isfinite(loss) and loss > 0
     loss.backward()
@@ -133,6 +133,47 @@ def test_training_mode_returns_a_loss_that_reaches_fc_and_trunk():
     assert det.box_predictor.fc8.weight.grad.abs().sum() > 0
     trunk_grads = [p.grad for p in det.backbone.parameters() if p.grad is not None]
     assert trunk_grads and sum(g.abs().sum() for g in trunk_grads) > 0
+    assert det.box_regressor.linear.weight.grad is None  # not part of this loss
+
+
+@pytest.mark.parametrize("regression_input", ["pool5", "fc7"])
+def test_box_loss_reaches_the_regressor_and_through_it_the_trunk(regression_input):
+    det = _detector(box_regression_input=regression_input).train()
+    with torch.no_grad():  # a regressor at zero passes no gradient on to its input
+        det.box_regressor.linear.weight.normal_(0, 0.01)
+    gt = torch.tensor([[10.0, 10.0, 50.0, 60.0]])
+    props = torch.cat([gt + torch.randn(20, 4), _boxes(40)])
+    losses = det([_image()], [props], [{"boxes": gt, "labels": torch.tensor([2])}])
+    losses["loss_box_reg"].backward()
+    grad = det.box_regressor.linear.weight.grad.view(3, 4, -1)
+    assert grad[1].abs().sum() > 0  # class 2's rows
+    assert grad[0].abs().sum() == 0 and grad[2].abs().sum() == 0
+    assert det.box_predictor.fc8.weight.grad is None
+    trunk_grads = [p.grad for p in det.backbone.parameters() if p.grad is not None]
+    assert trunk_grads and sum(g.abs().sum() for g in trunk_grads) > 0
+
+
+def test_box_loss_is_fast_rcnn_smooth_l1_over_all_sampled_windows():
+    det = _detector(box_coder_weights=(1.0, 1.0, 1.0, 1.0)).train()
+    det.window_sampling = WindowSampling(windows_per_image=64, fg_fraction=1.0)
+    gt = torch.tensor([[10.0, 10.0, 50.0, 60.0]])
+    shifted = torch.tensor([[12.0, 10.0, 52.0, 60.0]])  # IoU 0.9: foreground, dx = -2 / 40
+    background = torch.tensor([[30.0, 10.0, 70.0, 60.0]])  # IoU 1/3
+    far = torch.tensor([[90.0, 60.0, 110.0, 75.0]])  # IoU 0: not sampled
+    props = torch.cat([shifted, background, far])
+    losses = det([_image()], [props], [{"boxes": gt, "labels": torch.tensor([1])}])
+    # Sampled: the ground-truth box (target 0), the shifted window (target dx = -0.05) and the
+    # background one (no box target). The zero-initialised regressor predicts 0; smooth L1 with
+    # beta 1/9 is 0.5 * x^2 / beta below beta; summed over the foreground, divided by all three.
+    expected = 0.5 * 0.05**2 * 9 / 3
+    assert losses["loss_box_reg"].item() == pytest.approx(expected, rel=1e-4)
+
+
+def test_a_detector_without_box_regressor_has_only_the_classifier_loss():
+    det = _detector(box_regression=False).train()
+    gt = torch.tensor([[10.0, 10.0, 50.0, 60.0]])
+    losses = det([_image()], [_boxes(30)], [{"boxes": gt, "labels": torch.tensor([1])}])
+    assert set(losses) == {"loss_classifier"}
 
 
 def test_train_keeps_batch_norm_frozen():
