@@ -183,6 +183,7 @@ def _train_variant(config: Any, train: Any, output: Path, progress: bool):
     network serves all three; the single heads the config does not name are saved as
     ``output/model_<head>``).
     """
+    from sppnet.cli.train import save_single_heads
     from sppnet.engine.detection import train_detector
     from sppnet.models.detector import SPPNetDetector
     from sppnet.models.score_fusion import SoftmaxSVMFusion
@@ -217,10 +218,7 @@ def _train_variant(config: Any, train: Any, output: Path, progress: bool):
         "softmax+svm": SoftmaxSVMFusion(trained.softmax, trained.svm),
     }
     detector.save_pretrained(output / "model")
-    for h in others:
-        other_model = copy.deepcopy(detector)
-        other_model.set_box_predictor(heads[h])
-        other_model.save_pretrained(output / f"model_{h}")
+    save_single_heads(detector, {"softmax": trained.softmax, "svm": trained.svm}, output)
     atomic_write_json(
         output / "train_summary.json", {"stages": [log.to_dict() for log in trained.logs]}
     )

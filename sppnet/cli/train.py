@@ -169,6 +169,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", metavar="PATH", help="also write the training summary here")
 
 
+def save_single_heads(detector: Any, heads: dict[str, Any], output: Path) -> None:
+    """Save ``output/model_<name>``: ``detector`` with each head of ``heads`` (``"softmax"``,
+    ``"svm"``) that its config's ``scoring`` does not name (both for ``softmax+svm``)."""
+    for scoring, head in heads.items():
+        if scoring != detector.config.scoring:
+            other = copy.deepcopy(detector)
+            other.set_box_predictor(head)
+            other.save_pretrained(output / f"model_{scoring}")
+
+
 def train_from_config(
     config: ExperimentConfig,
     output: Path,
@@ -195,11 +205,7 @@ def train_from_config(
     detector.save_pretrained(output / "model")
     if heads.svm is not None and heads.softmax is not None:
         # Save the other scoring heads too, so `sppnet eval` can compare SVMs and softmax.
-        for scoring, head in (("softmax", heads.softmax), ("svm", heads.svm)):
-            if scoring != config.model.scoring:
-                other = copy.deepcopy(detector)
-                other.set_box_predictor(head)
-                other.save_pretrained(output / f"model_{scoring}")
+        save_single_heads(detector, {"softmax": heads.softmax, "svm": heads.svm}, output)
     summary = {
         "format": "sppnet-train",
         "version": 1,

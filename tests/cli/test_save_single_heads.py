@@ -1,0 +1,56 @@
+"""sppnet.cli.train.save_single_heads: the heads a trained model's config does not name."""
+
+import torch
+
+from sppnet.cli.train import save_single_heads
+from sppnet.models import SPPNetDetector
+from sppnet.models.detector_config import DetectorConfig
+from sppnet.models.heads import SoftmaxHead
+from sppnet.models.score_fusion import SoftmaxSVMFusion
+from sppnet.models.svm import LinearSVMs
+
+
+def _detector(scoring: str) -> SPPNetDetector:
+    torch.manual_seed(0)
+    config = DetectorConfig(
+        num_classes=2,
+        backbone="small",
+        backbone_kwargs={"channels": [8, 8, 16]},
+        backbone_weights=None,
+        levels=(2, 1),
+        scales=(64,),
+        fc_dims=(16,),
+        scoring=scoring,
+    )
+    return SPPNetDetector(config).eval()
+
+
+def _heads() -> dict:
+    softmax, svm = SoftmaxHead(16, 2), LinearSVMs(16, 2)
+    with torch.no_grad():
+        softmax.fc8.weight.normal_()
+        svm.weight.normal_()
+    return {"softmax": softmax, "svm": svm}
+
+
+def test_saves_only_the_heads_the_config_does_not_name(tmp_path):
+    heads = _heads()
+    det = _detector("svm")
+    det.set_box_predictor(heads["svm"])
+    save_single_heads(det, heads, tmp_path)
+    assert not (tmp_path / "model_svm").exists()
+    saved = SPPNetDetector.from_pretrained(tmp_path / "model_softmax")
+    assert saved.config.scoring == "softmax"
+    torch.testing.assert_close(saved.box_predictor.fc8.weight, heads["softmax"].fc8.weight)
+    assert isinstance(det.box_predictor, LinearSVMs)  # the original keeps its head
+
+
+def test_a_fused_model_saves_both_single_heads(tmp_path):
+    heads = _heads()
+    det = _detector("softmax+svm")
+    det.set_box_predictor(SoftmaxSVMFusion(heads["softmax"], heads["svm"]))
+    save_single_heads(det, heads, tmp_path)
+    assert SPPNetDetector.from_pretrained(tmp_path / "model_softmax").config.scoring == "softmax"
+    saved_svm = SPPNetDetector.from_pretrained(tmp_path / "model_svm")
+    assert saved_svm.config.scoring == "svm"
+    torch.testing.assert_close(saved_svm.box_predictor.weight, heads["svm"].weight)
