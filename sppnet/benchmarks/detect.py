@@ -51,7 +51,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from sppnet.models.detector import SPPNetDetector
-from sppnet.models.detector_config import PAPER_SCALES, DetectorConfig, preset, scaled_scales
+from sppnet.config import PAPER_SCALES, DetectorConfig, preset, scaled_scales
 from sppnet.models.fuse import fuse_for_inference
 from sppnet.models.rcnn import RCNNDetector
 from sppnet.models.svd import compress_fc, count_linear_macs
@@ -118,7 +118,7 @@ class BenchSettings:
             (6, 3, 2, 1), 4096/4096) and its one and five scales.
         svd_ranks: fc6/fc7 ranks of the speed table's SVD rows and of the paper network's latency
             row.
-        demo_preset: the :func:`~sppnet.models.detector_config.preset` of the latency table's
+        demo_preset: the :func:`~sppnet.config.preset` of the latency table's
             small network (ignored when a trained detector is passed to :func:`run_benchmark`).
         demo_variants: the latency (and mAP) variants of that network.
         torchvision: the torchvision detection models to time beside it.

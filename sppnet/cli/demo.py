@@ -123,7 +123,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _config(args: argparse.Namespace, out: Path):
     from sppnet.cli.train import apply_overrides
-    from sppnet.models.detector_config import load_config_file
+    from sppnet.config import load_config_file
 
     if args.config:
         config = load_config_file(args.config)
@@ -240,7 +240,7 @@ def run(args: argparse.Namespace) -> int:
         save_pr_curves,
         write_results_json,
     )
-    from sppnet.models.detector_config import scaled_scales
+    from sppnet.config import scaled_scales
     from sppnet.utils.atomic import atomic_write_json, atomic_write_text
 
     out = Path(args.out)
@@ -364,7 +364,7 @@ def _compare(config, train, test, classes, out, variants, progress) -> None:
     test mAPs to ``variants``."""
     from sppnet.engine.detection import predict_variants
     from sppnet.evaluation import evaluate_voc
-    from sppnet.models.detector_config import ExperimentConfig, scaled_scales
+    from sppnet.config import ExperimentConfig, scaled_scales
 
     five = scaled_scales(config.model.scales[0])
     runs = {

@@ -1,8 +1,8 @@
 """``sppnet train CONFIG``: train an SPP-net detector from a config file.
 
 The config file (YAML or JSON, see ``configs/demo.yaml``) has three sections: ``model`` (a
-:class:`~sppnet.models.detector_config.DetectorConfig`, optionally ``preset: demo``), ``train``
-(a :class:`~sppnet.models.detector_config.TrainingConfig`) and ``data``::
+:class:`~sppnet.config.DetectorConfig`, optionally ``preset: demo``), ``train``
+(a :class:`~sppnet.config.TrainingConfig`) and ``data``::
 
     data:
       root: runs/demo/data          # a VOC-layout folder
@@ -37,7 +37,7 @@ from typing import Any
 
 import yaml
 
-from sppnet.models.detector_config import (
+from sppnet.config import (
     DetectorConfig,
     ExperimentConfig,
     TrainingConfig,

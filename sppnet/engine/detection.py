@@ -19,7 +19,7 @@ The stages (section 4 of the paper), each a function here:
 5. :func:`train_box_regressor` - per-class ridge regression of R-CNN's (dx, dy, dw, dh) from the
    pooled conv features (or fc7) of windows with IoU >= 0.5.
 
-:func:`train_detector` runs the stages a :class:`~sppnet.models.detector_config.TrainingConfig`
+:func:`train_detector` runs the stages a :class:`~sppnet.config.TrainingConfig`
 names. The gradient stages run on :class:`sppnet.engine.trainer.Trainer` (progress bar, logged
 losses, checkpoints with resume, SIGINT, non-finite loss, DDP under torchrun).
 
@@ -54,7 +54,7 @@ from sppnet.models.detector import (
     _pad_stack,
     label_windows,
 )
-from sppnet.models.detector_config import TrainingConfig
+from sppnet.config import TrainingConfig
 from sppnet.models.fuse import fuse_for_inference
 from sppnet.models.heads import SoftmaxHead
 from sppnet.models.score_fusion import SoftmaxSVMFusion

@@ -21,7 +21,6 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,18 +28,22 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from sppnet.models import detector_backbones  # noqa: F401  (registers mobilenet_v2_c4)
-from sppnet.models.detector_config import DetectorConfig
+from sppnet.config import DetectorConfig
+from sppnet.io import CheckpointError, load_model, save_model
+from sppnet.models.features import MultiScaleFeatures, pad_stack
 from sppnet.models.heads import BoxRegressor, FCHead, SoftmaxHead
+from sppnet.models.postprocess import DetectionPostprocess, score_threshold
+from sppnet.models.sampling import WindowSampling, label_windows, sample_windows
 from sppnet.models.scales import assign_scales
 from sppnet.models.score_fusion import SoftmaxSVMFusion
+from sppnet.models.scoring import head_scoring
 from sppnet.models.svm import LinearSVMs
 from sppnet.models.transform import DetectionTransform
 from sppnet.ops import RoISpatialPyramidPooling
-from sppnet.ops.box_voting import box_voting
-from sppnet.ops.boxes import BoxCoder, batched_nms_per_class, box_iou, clip_boxes_to_image
+from sppnet.ops.boxes import BoxCoder
 
 __all__ = [
+    # The parts live in their own modules; re-exported for code written against this one.
     "DetectionPostprocess",
     "MultiScaleFeatures",
     "SPPNetDetector",
@@ -53,189 +56,6 @@ CONFIG_KIND = "SPPNetDetector"
 #: Smooth-L1 transition point of the box loss (torchvision's Fast/Faster R-CNN: 1/9 with box
 #: coder weights (10, 10, 5, 5)).
 BOX_LOSS_BETA = 1.0 / 9.0
-
-
-@dataclass
-class MultiScaleFeatures:
-    """Conv feature maps of a batch of images at each scale.
-
-    Attributes:
-        maps: one Tensor[N, C, h, w] per scale (images of different sizes are zero-padded at the
-            bottom/right *after* the conv, so each image's own cells are exact).
-        factors: one Tensor[N, 2] (fx, fy) per scale: resized pixels per original pixel.
-        image_sizes: the original (height, width) of each image.
-    """
-
-    maps: list[Tensor]
-    factors: list[Tensor]
-    image_sizes: list[tuple[int, int]]
-
-    def to(self, *args: Any, **kwargs: Any) -> MultiScaleFeatures:
-        """Move/cast the maps (e.g. ``.to(torch.float16)`` for a cache); factors stay float32."""
-        return MultiScaleFeatures(
-            [m.to(*args, **kwargs) for m in self.maps],
-            [f.to(device=self.maps[0].to(*args, **kwargs).device) for f in self.factors],
-            list(self.image_sizes),
-        )
-
-    def select(self, index: Sequence[int]) -> MultiScaleFeatures:
-        """The features of a subset of the images, in the given order."""
-        idx = list(index)
-        return MultiScaleFeatures(
-            [m[idx] for m in self.maps],
-            [f[idx] for f in self.factors],
-            [self.image_sizes[i] for i in idx],
-        )
-
-
-@dataclass
-class WindowSampling:
-    """How training mode samples windows per image: ``windows_per_image`` of them, at most
-    ``fg_fraction`` foreground (IoU >= ``fg_iou``), background IoU in ``bg_iou`` = [low, high).
-    The paper: 25% foreground, IoU >= 0.5; background in [0.1, 0.5)."""
-
-    windows_per_image: int = 64
-    fg_fraction: float = 0.25
-    fg_iou: float = 0.5
-    bg_iou: tuple[float, float] = (0.1, 0.5)
-
-
-def _pad_stack(maps: Sequence[Tensor]) -> Tensor:
-    """Stack Tensor[C, h_i, w_i] maps into Tensor[N, C, max h, max w], zero-padded bottom/right."""
-    if all(m.shape == maps[0].shape for m in maps):
-        return torch.stack(list(maps))
-    h = max(m.shape[-2] for m in maps)
-    w = max(m.shape[-1] for m in maps)
-    return torch.stack([F.pad(m, (0, w - m.shape[-1], 0, h - m.shape[-2])) for m in maps])
-
-
-class DetectionPostprocess(nn.Module):
-    """Per-image post-processing: clip, drop small boxes and low scores, per-class NMS, optional
-    box voting, cap.
-
-    Args:
-        score_threshold: detections with score <= this are dropped.
-        nms_threshold: per-class NMS IoU threshold (0.3 in the paper).
-        detections_per_image: keep at most this many, the highest-scoring.
-        min_box_size: boxes narrower or lower than this (pixels) are dropped.
-        box_voting_iou: if set, each kept box moves to the score-weighted mean of the candidates
-            of its class overlapping it by at least this IoU (:func:`~sppnet.ops.box_voting`).
-    """
-
-    def __init__(
-        self,
-        score_threshold: float,
-        nms_threshold: float = 0.3,
-        detections_per_image: int = 100,
-        min_box_size: float = 1.0,
-        box_voting_iou: float | None = None,
-    ) -> None:
-        super().__init__()
-        self.score_threshold = float(score_threshold)
-        self.nms_threshold = float(nms_threshold)
-        self.detections_per_image = int(detections_per_image)
-        self.min_box_size = float(min_box_size)
-        self.box_voting_iou = None if box_voting_iou is None else float(box_voting_iou)
-
-    def extra_repr(self) -> str:
-        return (
-            f"score_threshold={self.score_threshold}, nms_threshold={self.nms_threshold}, "
-            f"detections_per_image={self.detections_per_image}, "
-            f"box_voting_iou={self.box_voting_iou}"
-        )
-
-    def forward(
-        self, boxes: Tensor, scores: Tensor, image_size: tuple[int, int]
-    ) -> dict[str, Tensor]:
-        """One image's windows to detections.
-
-        Args:
-            boxes: Tensor[K, num_classes, 4] per-class boxes, original pixels.
-            scores: Tensor[K, num_classes] per-class scores.
-            image_size: (height, width) of the original image.
-
-        Returns:
-            ``{"boxes": Tensor[D, 4] float32, "labels": Tensor[D] int64 in 1..num_classes,
-            "scores": Tensor[D] float32}`` by decreasing score.
-        """
-        num_classes = scores.shape[1]
-        boxes = clip_boxes_to_image(boxes.reshape(-1, 4), image_size)
-        labels = torch.arange(1, num_classes + 1, device=scores.device).expand_as(scores)
-        flat_scores = scores.reshape(-1)
-        flat_labels = labels.reshape(-1)
-        w = boxes[:, 2] - boxes[:, 0]
-        h = boxes[:, 3] - boxes[:, 1]
-        ok = (flat_scores > self.score_threshold) & (w >= self.min_box_size)
-        ok &= h >= self.min_box_size
-        idx = torch.where(ok)[0]
-        boxes, flat_scores, flat_labels = boxes[idx], flat_scores[idx], flat_labels[idx]
-        keep = batched_nms_per_class(
-            boxes,
-            flat_scores,
-            flat_labels,
-            self.nms_threshold,
-            max_detections=self.detections_per_image,
-        )
-        kept = boxes[keep]
-        if self.box_voting_iou is not None:
-            kept = box_voting(
-                kept, flat_labels[keep], boxes, flat_scores, flat_labels, self.box_voting_iou
-            )
-        return {
-            "boxes": kept.float(),
-            "labels": flat_labels[keep],
-            "scores": flat_scores[keep].float(),
-        }
-
-
-def label_windows(
-    windows: Tensor, gt_boxes: Tensor, gt_labels: Tensor
-) -> tuple[Tensor, Tensor, Tensor]:
-    """Match each window to the ground-truth box it overlaps most.
-
-    Args:
-        windows: Tensor[K, 4] xyxy.
-        gt_boxes: Tensor[G, 4] xyxy (G may be 0).
-        gt_labels: Tensor[G] int64 in 1..num_classes.
-
-    Returns:
-        ``(max_iou [K] float, matched_gt [K] int64 index into gt (0 when G = 0),
-        matched_label [K] int64, the label of that box, 0 when G = 0)``.
-    """
-    k = windows.shape[0]
-    if gt_boxes.shape[0] == 0:
-        zeros = torch.zeros(k, dtype=torch.int64, device=windows.device)
-        return torch.zeros(k, device=windows.device), zeros, zeros
-    iou = box_iou(windows.float(), gt_boxes.float())
-    max_iou, matched = iou.max(dim=1)
-    return max_iou, matched, gt_labels[matched]
-
-
-def sample_windows(
-    max_iou: Tensor,
-    num_samples: int,
-    fg_fraction: float = 0.25,
-    fg_iou: float = 0.5,
-    bg_iou: tuple[float, float] = (0.1, 0.5),
-    generator: torch.Generator | None = None,
-) -> tuple[Tensor, Tensor]:
-    """The paper's fine-tuning sampler: foreground IoU >= ``fg_iou``, background IoU in
-    ``[bg_iou[0], bg_iou[1])``, at most ``fg_fraction`` of ``num_samples`` foreground.
-
-    Background fills the rest; if an image has too few of either, the batch is smaller (nothing
-    is drawn twice).
-
-    Returns:
-        ``(fg_index, bg_index)``: Tensor[F] and Tensor[B] int64 into the windows.
-    """
-    fg = torch.where(max_iou >= fg_iou)[0]
-    bg = torch.where((max_iou >= bg_iou[0]) & (max_iou < bg_iou[1]))[0]
-    num_fg = min(round(num_samples * fg_fraction), fg.numel())
-    num_bg = min(num_samples - num_fg, bg.numel())
-    device = max_iou.device
-    fg_perm = torch.randperm(fg.numel(), generator=generator)[:num_fg].to(device)
-    bg_perm = torch.randperm(bg.numel(), generator=generator)[:num_bg].to(device)
-    return fg[fg_perm], bg[bg_perm]
 
 
 class SPPNetDetector(nn.Module):
@@ -259,7 +79,12 @@ class SPPNetDetector(nn.Module):
     ``config.scales`` drawn at random. The trunk's batch norms stay frozen in training mode.
     """
 
-    def __init__(self, config: DetectorConfig, backbone: nn.Module | None = None) -> None:
+    def __init__(
+        self,
+        config: DetectorConfig,
+        backbone: nn.Module | None = None,
+        window_sampling: WindowSampling | None = None,
+    ) -> None:
         super().__init__()
         self.config = config
         if backbone is None:
@@ -298,14 +123,8 @@ class SPPNetDetector(nn.Module):
             reg_in = pooled if config.box_regression_input == "pool5" else rep
             self.box_regressor = BoxRegressor(reg_in, config.num_classes)
         self.box_coder = BoxCoder(config.box_coder_weights)
-        self.postprocess = DetectionPostprocess(
-            config.svm_score_threshold if config.scoring == "svm" else config.score_threshold,
-            config.nms_threshold,
-            config.detections_per_image,
-            config.min_box_size,
-            config.box_voting_iou,
-        )
-        self.window_sampling = WindowSampling()
+        self.postprocess = DetectionPostprocess.from_config(config)
+        self.window_sampling = window_sampling if window_sampling is not None else WindowSampling()
         #: True for the copies made by :func:`sppnet.models.fuse.fuse_for_inference`.
         self.inference_only = False
         self._freeze_batch_norm()
@@ -330,24 +149,14 @@ class SPPNetDetector(nn.Module):
         """Swap the scoring head (:class:`SoftmaxHead`, :class:`LinearSVMs` or
         :class:`SoftmaxSVMFusion`); updates the config and the post-processing score threshold to
         match."""
-        if isinstance(head, SoftmaxHead):
-            scoring, threshold = "softmax", self.config.score_threshold
-        elif isinstance(head, LinearSVMs):
-            scoring, threshold = "svm", self.config.svm_score_threshold
-        elif isinstance(head, SoftmaxSVMFusion):
-            scoring, threshold = "softmax+svm", self.config.score_threshold
-        else:
-            raise TypeError(
-                "head must be a SoftmaxHead, LinearSVMs or SoftmaxSVMFusion, got "
-                f"{type(head).__name__}"
-            )
+        scoring = head_scoring(head)
         if head.num_classes != self.config.num_classes:
             raise ValueError(
                 f"head has {head.num_classes} classes, the detector {self.config.num_classes}"
             )
         self.box_predictor = head
         self.config = self.config.replace(scoring=scoring)
-        self.postprocess.score_threshold = threshold
+        self.postprocess.score_threshold = score_threshold(self.config, scoring)
 
     def set_scales(self, scales: Sequence[int]) -> None:
         """Use other scales (shorter sides in pixels) from now on, e.g. five at test time for a
@@ -376,7 +185,7 @@ class SPPNetDetector(nn.Module):
             if len(shapes) == 1:
                 maps.append(self.backbone(torch.stack(batch.images)))
             else:
-                maps.append(_pad_stack([self.backbone(t[None])[0] for t in batch.images]))
+                maps.append(pad_stack([self.backbone(t[None])[0] for t in batch.images]))
             factors.append(batch.factors)
         return MultiScaleFeatures(maps, factors, sizes)
 
@@ -448,9 +257,13 @@ class SPPNetDetector(nn.Module):
         scores = self.box_predictor.class_scores(x)
         deltas = None
         if self.box_regressor is not None:
-            reg_in = pooled if self.config.box_regression_input == "pool5" else x
-            deltas = self.box_regressor(reg_in)
+            deltas = self.box_regressor(self.box_regression_features(pooled, x))
         return scores, deltas
+
+    def box_regression_features(self, pooled: Tensor, fc7: Tensor) -> Tensor:
+        """What the box regressor reads (``config.box_regression_input``): the pooled conv
+        features ``pooled`` Tensor[K, D] (``"pool5"``, the paper) or ``fc7`` Tensor[K, R]."""
+        return pooled if self.config.box_regression_input == "pool5" else fc7
 
     def detect_from_features(
         self, features: MultiScaleFeatures, proposals: Sequence[Tensor]
@@ -502,9 +315,11 @@ class SPPNetDetector(nn.Module):
         targets: Sequence[dict[str, Tensor]] | None = None,
         *,
         features: MultiScaleFeatures | None = None,
+        sampling: WindowSampling | None = None,
     ) -> list[dict[str, Tensor]] | dict[str, Tensor]:
         """See the class docstring. ``features`` (keyword only) replaces ``images`` with conv
-        features computed earlier (e.g. a training cache); ``images`` is then ignored."""
+        features computed earlier (e.g. a training cache); ``images`` is then ignored.
+        ``sampling`` (training only) replaces :attr:`window_sampling` for this call."""
         if features is None:
             if images is None:
                 raise ValueError("give images or features")
@@ -520,7 +335,7 @@ class SPPNetDetector(nn.Module):
                 scales = self.config.scales
                 scale = scales[int(torch.randint(len(scales), (1,)))] if len(scales) > 1 else None
                 features = self.compute_features(images, None if scale is None else [scale])
-            return self.training_losses(features, proposals, targets)
+            return self.training_losses(features, proposals, targets, sampling)
         if features is None:
             assert images is not None
             features = self.compute_features(images)
@@ -531,8 +346,10 @@ class SPPNetDetector(nn.Module):
         features: MultiScaleFeatures,
         proposals: Sequence[Tensor],
         targets: Sequence[dict[str, Tensor]],
+        sampling: WindowSampling | None = None,
     ) -> dict[str, Tensor]:
-        """The losses on windows sampled per image by ``self.window_sampling`` (ground-truth
+        """The losses on windows sampled per image by ``sampling`` (default
+        :attr:`window_sampling`; ground-truth
         boxes join the proposals, as in R-CNN). Works on live features (end to end) or cached ones
         (fc only). Draws from the global torch RNG.
 
@@ -550,7 +367,7 @@ class SPPNetDetector(nn.Module):
         """
         if not isinstance(self.box_predictor, SoftmaxHead):
             raise TypeError("training_losses needs the softmax head (box_predictor = SoftmaxHead)")
-        ws = self.window_sampling
+        ws = self.window_sampling if sampling is None else sampling
         box_loss = self.box_regressor is not None
         sampled, labels, box_targets = [], [], []
         for props, target in zip(proposals, targets, strict=True):
@@ -579,7 +396,7 @@ class SPPNetDetector(nn.Module):
         if box_loss:
             assert self.box_regressor is not None
             fg_rows = torch.where(target_labels > 0)[0]
-            reg_in = pooled if self.config.box_regression_input == "pool5" else x
+            reg_in = self.box_regression_features(pooled, x)
             deltas = self.box_regressor(reg_in[fg_rows])
             pred = deltas[torch.arange(fg_rows.numel()), target_labels[fg_rows] - 1]
             target_deltas = torch.cat(box_targets).to(pred.device)[fg_rows]
@@ -598,9 +415,7 @@ class SPPNetDetector(nn.Module):
 
     def save_pretrained(self, path: str | os.PathLike[str]) -> Path:
         """Write ``model.safetensors`` + ``config.json`` (+ manifest) to the directory ``path``
-        (atomically, via :func:`sppnet.engine.checkpoint.save_model`)."""
-        from sppnet.engine.checkpoint import save_model
-
+        (atomically, via :func:`sppnet.io.save_model`)."""
         if self.inference_only:
             raise ValueError(
                 "this detector is an inference copy (fuse_for_inference: batch norms folded "
@@ -616,11 +431,9 @@ class SPPNetDetector(nn.Module):
         eval mode.
 
         Raises:
-            sppnet.engine.checkpoint.CheckpointError: missing, truncated or corrupt files, or a
+            sppnet.io.CheckpointError: missing, truncated or corrupt files, or a
                 config that is not an SPPNetDetector's.
         """
-        from sppnet.engine.checkpoint import CheckpointError, load_model
-
         state, raw = load_model(path, map_location=map_location)
         if raw.get("kind") != CONFIG_KIND or "detector" not in raw:
             raise CheckpointError(f"{path}: config.json does not describe an {CONFIG_KIND}")

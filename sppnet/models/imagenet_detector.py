@@ -32,7 +32,7 @@ from torch import Tensor, nn
 from torchvision.ops import nms
 
 from sppnet.models.detector import DetectionPostprocess, SPPNetDetector
-from sppnet.models.detector_config import DetectorConfig
+from sppnet.config import DetectorConfig
 from sppnet.ops.boxes import clip_boxes_to_image
 
 __all__ = [

@@ -12,7 +12,7 @@ from PIL import Image
 
 from sppnet.cli.main import main
 from sppnet.models.detector import SPPNetDetector
-from sppnet.models.detector_config import DetectorConfig
+from sppnet.config import DetectorConfig
 
 CAT_CLASSES = {"tabby", "tiger cat", "Persian cat", "Siamese cat", "Egyptian cat"}
 

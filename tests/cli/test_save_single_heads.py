@@ -4,7 +4,7 @@ import torch
 
 from sppnet.cli.train import save_single_heads
 from sppnet.models import SPPNetDetector
-from sppnet.models.detector_config import DetectorConfig
+from sppnet.config import DetectorConfig
 from sppnet.models.heads import SoftmaxHead
 from sppnet.models.score_fusion import SoftmaxSVMFusion
 from sppnet.models.svm import LinearSVMs

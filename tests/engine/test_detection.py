@@ -14,7 +14,7 @@ from sppnet.engine.detection import (
     train_detector,
 )
 from sppnet.models import SPPNetDetector
-from sppnet.models.detector_config import DetectorConfig, TrainingConfig
+from sppnet.config import DetectorConfig, TrainingConfig
 from sppnet.ops.boxes import box_iou
 
 

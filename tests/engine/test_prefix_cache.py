@@ -10,7 +10,7 @@ from torch import nn
 from sppnet.engine.detection import DetectionSet, finetune_end_to_end, trunk_parameters
 from sppnet.engine.prefix_cache import TrunkPrefixCache, split_trunk
 from sppnet.models import SPPNetDetector
-from sppnet.models.detector_config import TrainingConfig
+from sppnet.config import TrainingConfig
 from sppnet.models.heads import SoftmaxHead
 
 

@@ -4,7 +4,7 @@ import torch
 from sppnet.engine.checkpoint import CheckpointError
 from sppnet.models import SPPNetDetector, create_backbone
 from sppnet.models.detector import WindowSampling, label_windows, sample_windows
-from sppnet.models.detector_config import DetectorConfig, preset
+from sppnet.config import DetectorConfig, preset
 from sppnet.models.heads import SoftmaxHead
 from sppnet.models.score_fusion import SoftmaxSVMFusion
 from sppnet.models.svm import LinearSVMs

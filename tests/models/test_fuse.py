@@ -6,7 +6,7 @@ from torch import nn
 from torchvision.ops import FrozenBatchNorm2d
 
 from sppnet.models import SPPNetDetector
-from sppnet.models.detector_config import DetectorConfig
+from sppnet.config import DetectorConfig
 from sppnet.models.fuse import fold_batchnorm, fuse_for_inference
 
 

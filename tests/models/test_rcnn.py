@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from sppnet.models.detector import SPPNetDetector
-from sppnet.models.detector_config import DetectorConfig
+from sppnet.config import DetectorConfig
 from sppnet.models.rcnn import RCNNDetector
 from sppnet.ops import spp
 

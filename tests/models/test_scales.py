@@ -3,7 +3,7 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from sppnet.models.detector_config import PAPER_SCALES, scaled_scales
+from sppnet.config import PAPER_SCALES, scaled_scales
 from sppnet.models.scales import assign_scales, resize_factor, resized_size
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from sppnet.models.detector_config import DetectorConfig
+from sppnet.config import DetectorConfig
 from sppnet.models.heads import SoftmaxHead
 from sppnet.models.score_fusion import SoftmaxSVMFusion
 from sppnet.models.svm import LinearSVMs

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from sppnet.models.detector import DetectionPostprocess
-from sppnet.models.detector_config import DetectorConfig
+from sppnet.config import DetectorConfig
 from sppnet.ops import box_voting
 from sppnet.ops.boxes import box_iou
 

@@ -1,10 +1,18 @@
 """Backbones: conv trunks with ``out_channels``, ``stride``, ``offset``, ``min_input_size``.
 
 Importing this package registers every family (``zf5``, ``alexnet``, ``vgg16``, ``mobilenet_v2``,
-``resnet50``, ``small``).
+``mobilenet_v2_c4``, ``resnet50``, ``small``).
 """
 
-from sppnet.models.backbones import alexnet, mobilenet, resnet, small, vgg, zf5  # noqa: F401
+from sppnet.models.backbones import (  # noqa: F401  (each module registers its family)
+    alexnet,
+    mobilenet,
+    mobilenet_c4,
+    resnet,
+    small,
+    vgg,
+    zf5,
+)
 from sppnet.models.backbones.base import (
     IMAGENET_MEAN,
     IMAGENET_STD,

@@ -8,7 +8,7 @@ for the stride-16 stage of a classification network) keeps ``features[:14]``, up
 96-channel block: stride 16, 96 channels, a 4,800-long pooled vector, and the same ImageNet
 weights for those blocks. Digits of 24 px still cover 1.5 cells at stride 16 (0.75 at 32).
 
-Registered as ``mobilenet_v2_c4`` when :mod:`sppnet.models` is imported.
+Registered as ``mobilenet_v2_c4`` when :mod:`sppnet.models.backbones` is imported.
 """
 
 from __future__ import annotations
