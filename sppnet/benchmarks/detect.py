@@ -50,8 +50,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from sppnet.models.detector import SPPNetDetector
 from sppnet.config import PAPER_SCALES, DetectorConfig, preset, scaled_scales
+from sppnet.models.detector import SPPNetDetector
 from sppnet.models.fuse import fuse_for_inference
 from sppnet.models.rcnn import RCNNDetector
 from sppnet.models.svd import compress_fc, count_linear_macs

@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import sys
 from dataclasses import replace
-from pathlib import Path
 from typing import Any
 
 COMMAND = ("bench", "detect")
@@ -71,21 +70,10 @@ def _log(message: str) -> None:
 
 
 def _load_data(args: argparse.Namespace, detector: Any) -> tuple[Any, list[str]]:
-    from sppnet.cli.train import proposal_cache, read_classes
-    from sppnet.data.voc import VOCDetection
-    from sppnet.engine.detection import DetectionSet
-    from sppnet.proposals import ProposalCache
+    from sppnet.engine.detection.build import load_dataset_split
 
-    root = Path(args.data)
-    classes = read_classes(root, detector.config.class_names)
-    dataset = VOCDetection(root, args.split, classes)
-    proposals_dir = Path(args.proposals) if args.proposals else root / "proposals"
-    if (proposals_dir / "proposals.json").is_file():
-        cache = ProposalCache.from_directory(proposals_dir)
-    else:
-        cache = proposal_cache(proposals_dir, None)
-    # Missing proposals are computed by the cache in this process, image by image.
-    return DetectionSet(dataset, cache, None, keep_images=True), classes
+    classes = detector.config.class_names
+    return load_dataset_split(args.data, args.split, classes, args.proposals)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -133,7 +121,7 @@ def run(args: argparse.Namespace) -> int:
 
     detector = None
     if args.weights:
-        from sppnet.engine.checkpoint import CheckpointError
+        from sppnet.io import CheckpointError
         from sppnet.models.detector import SPPNetDetector
 
         try:

@@ -19,7 +19,8 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from sppnet.models.detector import MultiScaleFeatures, SPPNetDetector, _pad_stack
+from sppnet.models.detector import SPPNetDetector
+from sppnet.models.features import MultiScaleFeatures, pad_stack
 from sppnet.models.fuse import inference_copy
 
 __all__ = ["TrunkPrefixCache", "split_trunk"]
@@ -135,6 +136,6 @@ class TrunkPrefixCache:
         if all(x.shape == inputs[0].shape for x in inputs):
             maps = self.suffix(torch.cat(inputs))
         else:
-            maps = _pad_stack([self.suffix(x)[0] for x in inputs])
+            maps = pad_stack([self.suffix(x)[0] for x in inputs])
         factors = torch.stack([e[1] for e in entries])
         return MultiScaleFeatures([maps], [factors], [e[2] for e in entries])

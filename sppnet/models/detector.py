@@ -260,10 +260,13 @@ class SPPNetDetector(nn.Module):
             deltas = self.box_regressor(self.box_regression_features(pooled, x))
         return scores, deltas
 
-    def box_regression_features(self, pooled: Tensor, fc7: Tensor) -> Tensor:
+    def box_regression_features(self, pooled: Tensor, fc7: Tensor | None = None) -> Tensor:
         """What the box regressor reads (``config.box_regression_input``): the pooled conv
-        features ``pooled`` Tensor[K, D] (``"pool5"``, the paper) or ``fc7`` Tensor[K, R]."""
-        return pooled if self.config.box_regression_input == "pool5" else fc7
+        features ``pooled`` Tensor[K, D] (``"pool5"``, the paper) or fc7 Tensor[K, R] (``fc7``
+        when given, else computed from ``pooled``)."""
+        if self.config.box_regression_input == "pool5":
+            return pooled
+        return fc7 if fc7 is not None else self.box_head(pooled)
 
     def detect_from_features(
         self, features: MultiScaleFeatures, proposals: Sequence[Tensor]

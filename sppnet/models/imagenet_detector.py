@@ -31,8 +31,8 @@ import torch
 from torch import Tensor, nn
 from torchvision.ops import nms
 
-from sppnet.models.detector import DetectionPostprocess, SPPNetDetector
 from sppnet.config import DetectorConfig
+from sppnet.models.detector import DetectionPostprocess, SPPNetDetector
 from sppnet.ops.boxes import clip_boxes_to_image
 
 __all__ = [

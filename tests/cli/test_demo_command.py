@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from sppnet.cli.demo import MAIN_VARIANT
 from sppnet.cli.main import main
+from sppnet.jobs.demo import MAIN_VARIANT
 
 TINY = [
     "--set",

@@ -11,8 +11,8 @@ import torch
 from PIL import Image
 
 from sppnet.cli.main import main
-from sppnet.models.detector import SPPNetDetector
 from sppnet.config import DetectorConfig
+from sppnet.models.detector import SPPNetDetector
 
 CAT_CLASSES = {"tabby", "tiger cat", "Persian cat", "Siamese cat", "Egyptian cat"}
 

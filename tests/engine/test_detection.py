@@ -4,17 +4,16 @@ import numpy as np
 import pytest
 import torch
 
+from sppnet.config import DetectorConfig, TrainingConfig
 from sppnet.engine.detection import (
     DetectionSet,
     FeatureCache,
-    predict,
-    predict_variants,
     ridge_regression,
     svm_training_set,
     train_detector,
 )
+from sppnet.inference import predict, predict_variants
 from sppnet.models import SPPNetDetector
-from sppnet.config import DetectorConfig, TrainingConfig
 from sppnet.ops.boxes import box_iou
 
 
@@ -248,17 +247,3 @@ def test_small_end_to_end_training_learns_the_demo_objects(tmp_path):
     again = SPPNetDetector.from_pretrained(tmp_path / "model")
     preds_again, _ = predict(again, data)
     torch.testing.assert_close(preds_again[0]["boxes"], preds[0]["boxes"])
-
-
-def test_configs_demo_yaml_is_the_demo_commands_embedded_default():
-    from pathlib import Path
-
-    import yaml
-
-    from sppnet.cli.demo import DEMO_CONFIG
-
-    path = Path(__file__).resolve().parents[2] / "configs" / "demo.yaml"
-    on_disk = yaml.safe_load(path.read_text(encoding="utf-8"))
-    assert on_disk["model"] == DEMO_CONFIG["model"]
-    assert on_disk["train"] == DEMO_CONFIG["train"]
-    assert on_disk["data"] == DEMO_CONFIG["data"]

@@ -7,10 +7,10 @@ import torch
 from test_detection import _small_detector
 from torch import nn
 
+from sppnet.config import TrainingConfig
 from sppnet.engine.detection import DetectionSet, finetune_end_to_end, trunk_parameters
 from sppnet.engine.prefix_cache import TrunkPrefixCache, split_trunk
 from sppnet.models import SPPNetDetector
-from sppnet.config import TrainingConfig
 from sppnet.models.heads import SoftmaxHead
 
 

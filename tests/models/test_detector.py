@@ -1,10 +1,10 @@
 import pytest
 import torch
 
+from sppnet.config import DetectorConfig, preset
 from sppnet.engine.checkpoint import CheckpointError
 from sppnet.models import SPPNetDetector, create_backbone
 from sppnet.models.detector import WindowSampling, label_windows, sample_windows
-from sppnet.config import DetectorConfig, preset
 from sppnet.models.heads import SoftmaxHead
 from sppnet.models.score_fusion import SoftmaxSVMFusion
 from sppnet.models.svm import LinearSVMs

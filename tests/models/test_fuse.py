@@ -5,8 +5,8 @@ import torch
 from torch import nn
 from torchvision.ops import FrozenBatchNorm2d
 
-from sppnet.models import SPPNetDetector
 from sppnet.config import DetectorConfig
+from sppnet.models import SPPNetDetector
 from sppnet.models.fuse import fold_batchnorm, fuse_for_inference
 
 

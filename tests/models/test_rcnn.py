@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from sppnet.models.detector import SPPNetDetector
 from sppnet.config import DetectorConfig
+from sppnet.models.detector import SPPNetDetector
 from sppnet.models.rcnn import RCNNDetector
 from sppnet.ops import spp
 

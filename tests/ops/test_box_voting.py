@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from sppnet.models.detector import DetectionPostprocess
 from sppnet.config import DetectorConfig
+from sppnet.models.detector import DetectionPostprocess
 from sppnet.ops import box_voting
 from sppnet.ops.boxes import box_iou
 

@@ -1,10 +1,10 @@
-"""sppnet.cli.train.save_single_heads: the heads a trained model's config does not name."""
+"""save_single_heads (sppnet.engine.detection.run): the heads a config does not name."""
 
 import torch
 
-from sppnet.cli.train import save_single_heads
-from sppnet.models import SPPNetDetector
 from sppnet.config import DetectorConfig
+from sppnet.engine.detection.run import save_single_heads
+from sppnet.models import SPPNetDetector
 from sppnet.models.heads import SoftmaxHead
 from sppnet.models.score_fusion import SoftmaxSVMFusion
 from sppnet.models.svm import LinearSVMs
