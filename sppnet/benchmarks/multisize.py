@@ -19,13 +19,12 @@ the fixed-input network must squash to a square. Writes
 ``multisize.md`` (table), ``multisize.json`` and ``multisize.png`` into ``--out``
 (default ``docs/img``). Runs on two CPU cores in a few minutes per seed::
 
-    python experiments/multisize.py                  # 1 seed, 6 epochs
-    python experiments/multisize.py --seeds 0 1 2    # mean and spread over seeds
+    sppnet bench multisize                  # 1 seed, 6 epochs
+    sppnet bench multisize --seeds 0 1 2    # mean and spread over seeds
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
 import sys
@@ -345,56 +344,9 @@ def plot(results: dict[str, Any], path: Path) -> None:
     plt.close(figure)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--epochs", type=int, default=ExperimentConfig.epochs)
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
-    parser.add_argument("--batch-size", type=int, default=ExperimentConfig.batch_size)
-    parser.add_argument("--lr", type=float, default=ExperimentConfig.lr)
-    parser.add_argument(
-        "--variants",
-        nargs="+",
-        choices=[v.name for v in VARIANTS],
-        default=[v.name for v in VARIANTS],
-    )
-    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
-    parser.add_argument(
-        "--out",
-        type=Path,
-        default=Path("docs/img"),
-        help="directory for multisize.md, multisize.json, multisize.png",
-    )
-    parser.add_argument("--json", type=Path, help="also write the results JSON here")
-    parser.add_argument(
-        "--merge",
-        type=Path,
-        nargs="+",
-        metavar="JSON",
-        help="train nothing: combine these results files (e.g. variants run in parallel)",
-    )
-    args = parser.parse_args(argv)
-    if args.merge:
-        results = merge([json.loads(p.read_text(encoding="utf-8")) for p in args.merge])
-    else:
-        torch.set_num_threads(args.threads)
-        config = ExperimentConfig(
-            epochs=args.epochs,
-            batch_size=args.batch_size,
-            lr=args.lr,
-            seeds=tuple(args.seeds),
-            variants=tuple(args.variants),
-        )
-        results = run(config)
-    if args.json:
-        atomic_write_json(args.json, results)
-    if args.out is not None and str(args.out) != "-":
-        args.out.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(args.out / "multisize.md", markdown_table(results))
-        atomic_write_json(args.out / "multisize.json", results)
-        plot(results, args.out / "multisize.png")
-    print(markdown_table(results))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+def write_outputs(results: dict[str, Any], out: Path) -> None:
+    """``out/multisize.md`` (the table), ``out/multisize.json`` and ``out/multisize.png``."""
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "multisize.md", markdown_table(results))
+    atomic_write_json(out / "multisize.json", results)
+    plot(results, out / "multisize.png")
