@@ -37,7 +37,7 @@ from typing import Any
 import torch
 
 from sppnet.data.digits import DIGIT_CLASSES, DigitsDataset, render_digits
-from sppnet.engine import TrainConfig, Trainer
+from sppnet.engine import LoopConfig, Trainer
 from sppnet.engine.classification import (
     MultiSizeCollate,
     classification_step,
@@ -135,7 +135,7 @@ def run_variant(
         optimizer,
         classification_step,
         train,
-        TrainConfig(
+        LoopConfig(
             output_dir=work_dir / f"{variant.name}-seed{seed}",
             batch_size=config.batch_size,
             epochs=config.epochs,

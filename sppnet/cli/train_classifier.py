@@ -177,7 +177,7 @@ def _datasets(args: argparse.Namespace) -> dict[str, Any]:
 
 def run(args: argparse.Namespace) -> int:
     from sppnet.data.errors import ImageReadError
-    from sppnet.engine import TrainConfig, Trainer, TrainingInterrupted
+    from sppnet.engine import LoopConfig, Trainer, TrainingInterrupted
     from sppnet.engine.classification import (
         MultiSizeCollate,
         classification_step,
@@ -230,7 +230,7 @@ def run(args: argparse.Namespace) -> int:
             optimizer,
             classification_step,
             data["train"],
-            TrainConfig(
+            LoopConfig(
                 output_dir=args.output_dir,
                 batch_size=args.batch_size,
                 epochs=args.epochs,

@@ -8,6 +8,8 @@
 - :mod:`sppnet.engine.signals`: SIGINT/SIGTERM as a request to stop at the next step.
 """
 
+from typing import Any
+
 from sppnet.engine.checkpoint import (
     Checkpoint,
     CheckpointError,
@@ -25,10 +27,11 @@ from sppnet.engine.distributed import (
     is_main_process,
     shard,
 )
+from sppnet.engine.hooks import HookBase
 from sppnet.engine.trainer import (
     FitResult,
+    LoopConfig,
     NonFiniteLossError,
-    TrainConfig,
     Trainer,
     TrainingInterrupted,
 )
@@ -37,8 +40,9 @@ __all__ = [
     "Checkpoint",
     "CheckpointError",
     "FitResult",
+    "HookBase",
+    "LoopConfig",
     "NonFiniteLossError",
-    "TrainConfig",
     "Trainer",
     "TrainingInterrupted",
     "barrier",
@@ -53,3 +57,11 @@ __all__ = [
     "save_model",
     "shard",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "TrainConfig":  # renamed LoopConfig; warns for one release
+        from sppnet.engine import trainer
+
+        return trainer.TrainConfig
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

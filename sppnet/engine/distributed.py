@@ -27,6 +27,7 @@ import torch.distributed as dist
 __all__ = [
     "all_gather_object",
     "all_reduce_mean",
+    "average_gradients",
     "barrier",
     "broadcast_object",
     "destroy_distributed",
@@ -193,3 +194,29 @@ def unwrap_model(model: torch.nn.Module) -> torch.nn.Module:
     ):
         model = model.module
     return model
+
+
+def average_gradients(params: list[torch.Tensor], world_size: int, device: torch.device) -> None:
+    """Average the gradients of ``params`` over ranks, with one all-reduce per dtype.
+
+    A parameter keeps ``grad=None`` only if it has none on every rank, so optimizers skip
+    exactly the parameters they would skip in a single process.
+    """
+    trainable = [p for p in params if p.requires_grad]
+    by_dtype: dict[torch.dtype, list[torch.Tensor]] = {}
+    for p in trainable:
+        by_dtype.setdefault(p.dtype, []).append(p)
+    for group in by_dtype.values():
+        grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in group]
+        has = torch.tensor(
+            [float(p.grad is not None) for p in group], dtype=group[0].dtype, device=device
+        )
+        flat = torch.cat([g.reshape(-1) for g in grads] + [has])
+        torch.distributed.all_reduce(flat)
+        flat_grads, has_any = flat[: -len(group)], flat[-len(group) :]
+        offset = 0
+        for p, present in zip(group, has_any.tolist(), strict=True):
+            n = p.numel()
+            if present > 0:
+                p.grad = (flat_grads[offset : offset + n] / world_size).view_as(p)
+            offset += n

@@ -8,7 +8,9 @@ here are the three pieces that make loading it reproducible from any point:
 - :class:`SeededDataset` loads each sample with the global RNGs seeded from
   ``(seed, epoch, index)``, so a random augmentation depends on the sample only, not on which
   worker loads it or where a run was resumed;
-- :class:`SeededCollate` does the same for ``collate_fn``, seeded from the batch's first sample.
+- :class:`SeededCollate` does the same for ``collate_fn``, seeded from the batch's first sample;
+
+and :func:`epoch_loader` puts them together.
 """
 
 from __future__ import annotations
@@ -17,11 +19,14 @@ import math
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from torch.utils.data import Dataset
+import torch
+from torch.utils.data import DataLoader, Dataset
 
+from sppnet.engine.loop_config import LoopConfig
+from sppnet.engine.signals import ignore_stop_signals
 from sppnet.utils.seed import derive_seed, seeded
 
-__all__ = ["EpochBatches", "SeededCollate", "SeededDataset"]
+__all__ = ["EpochBatches", "SeededCollate", "SeededDataset", "epoch_loader"]
 
 
 class SeededDataset(Dataset):
@@ -74,3 +79,28 @@ class SeededCollate:
         epoch, index, _ = items[0]
         with seeded(derive_seed(self.seed, epoch, index, 1)):
             return self.collate_fn([item for _, _, item in items])
+
+
+def epoch_loader(
+    dataset: Any,
+    collate_fn: Callable[[list[Any]], Any],
+    epoch_indices: list[int],
+    config: LoopConfig,
+    epoch: int,
+    start_batch: int,
+    pin_memory: bool = False,
+) -> DataLoader:
+    """The loader of one epoch: ``epoch_indices`` (this rank's sampler order) in batches from
+    ``start_batch`` on, every sample and batch seeded from ``(config.seed, epoch, index)``."""
+    batches = EpochBatches(epoch_indices, epoch, config.batch_size, start_batch, config.drop_last)
+    return DataLoader(
+        SeededDataset(dataset, config.seed),
+        batch_sampler=batches,
+        collate_fn=SeededCollate(collate_fn, config.seed),
+        num_workers=config.num_workers,
+        worker_init_fn=ignore_stop_signals if config.num_workers > 0 else None,
+        pin_memory=pin_memory,
+        # The loader draws its worker base seed from this generator instead of the global RNG,
+        # so creating a loader mid-epoch (on resume) leaves the RNG untouched.
+        generator=torch.Generator().manual_seed(derive_seed(config.seed, epoch)),
+    )

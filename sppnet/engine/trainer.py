@@ -1,4 +1,4 @@
-"""A small, generic, crash-safe training loop: :class:`Trainer` + :class:`TrainConfig`.
+"""A small, generic, crash-safe training loop: :class:`Trainer` + :class:`LoopConfig`.
 
 The caller brings a model, an optimizer, a map-style dataset and a step function::
 
@@ -10,7 +10,7 @@ The caller brings a model, an optimizer, a map-style dataset and a step function
     model = build_model(...)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     trainer = Trainer(model, optimizer, step, dataset,
-                      TrainConfig(output_dir="runs/x", batch_size=8, epochs=10, resume=True),
+                      LoopConfig(output_dir="runs/x", batch_size=8, epochs=10, resume=True),
                       collate_fn=collate, model_config={"name": "...", ...})
     try:
         result = trainer.fit()
@@ -44,18 +44,13 @@ and gets:
 - **Logs.** A tqdm bar on rank 0 with the losses, and ``output_dir/log.jsonl``: one JSON object
   per ``log_every`` steps (``step``, ``epoch``, ``lr``, every loss averaged over the steps since
   the last line and over ranks, ``time_s``) and one per epoch end (``"event": "epoch_end"``).
-- **torchrun.** Under ``torchrun`` the process group is initialised from the environment (NCCL
-  on CUDA, gloo on CPU), the model wrapped in ``DistributedDataParallel``, the data sharded per
-  rank, losses averaged over ranks. ``batch_size`` is per process: the global batch is
-  ``batch_size * world_size``, and the global batch of step ``t`` holds the same samples for
-  any world size (so 1 process with batch 8 and 2 with batch 4 see the same data).
+- **torchrun.** Under ``torchrun`` the process group is initialised from the environment, the
+  model wrapped in ``DistributedDataParallel`` (a step that bypasses its ``forward`` gets its
+  gradients averaged after ``backward``), the data sharded per rank, losses averaged over
+  ranks; ``batch_size`` is per process (docs/distributed.md).
 
-The step function receives the model as wrapped for training (DDP under torchrun). Calling it
-as ``model(...)`` lets DDP overlap gradient synchronisation with the backward pass; a step that
-calls something else (``unwrap_model(model).training_losses(...)``, a sub-module) is detected
-and its gradients are averaged over ranks after ``backward`` instead, so either way every rank
-applies the same update. Batches are moved to the device first (tensors
-inside lists, tuples and dicts).
+Around each step the loop runs hooks (:mod:`sppnet.engine.hooks`: logging, checkpoints, the
+stop signal, the epoch-end callback, and any the caller adds with ``hooks=``).
 
 Data that is just indices (e.g. images whose windows the step function samples itself) fits
 too: ``dataset=range(num_images)`` with ``collate_fn=list`` makes each batch a list of ints.
@@ -66,11 +61,10 @@ from __future__ import annotations
 import json
 import math
 import os
-import shutil
 import sys
-import time
+import warnings
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -82,22 +76,40 @@ from tqdm.auto import tqdm
 from sppnet.engine import distributed as dist_utils
 from sppnet.engine.checkpoint import (
     checkpoint_path,
-    latest_checkpoint,
-    list_checkpoints,
-    load_checkpoint,
     prune_checkpoints,
     save_checkpoint,
 )
-from sppnet.engine.sampling import EpochBatches, SeededCollate, SeededDataset
-from sppnet.engine.signals import GracefulStop, ignore_stop_signals
-from sppnet.utils.atomic import atomic_write_json, atomic_write_text
-from sppnet.utils.seed import capture_rng_state, derive_seed, restore_rng_state
+from sppnet.engine.hooks import (
+    EpochEndCallback,
+    HookBase,
+    MetricsLogger,
+    PeriodicCheckpointer,
+    SaveOnStop,
+)
+from sppnet.engine.loop_config import (
+    FitResult,
+    LoopConfig,
+    NonFiniteLossError,
+    TrainingInterrupted,
+    jsonable,
+    move_to_device,
+)
+from sppnet.engine.run_dir import (
+    refuse_existing_run,
+    remove_stale_staging,
+    trim_log,
+)
+from sppnet.engine.sampling import epoch_loader
+from sppnet.engine.signals import GracefulStop
+from sppnet.engine.trainer_state import capture_trainer_state, resume_trainer
+from sppnet.utils.atomic import atomic_write_json
+from sppnet.utils.seed import capture_rng_state, restore_rng_state
 
 __all__ = [
     "FitResult",
+    "LoopConfig",
     "NonFiniteLossError",
     "StepFn",
-    "TrainConfig",
     "Trainer",
     "TrainingInterrupted",
     "move_to_device",
@@ -105,133 +117,19 @@ __all__ = [
 
 StepFn = Callable[[nn.Module, Any], Mapping[str, torch.Tensor]]
 
-#: Version of the trainer's own entries in the checkpoint state.
-TRAINER_STATE_VERSION = 1
 
-
-class NonFiniteLossError(RuntimeError):
-    """A loss or gradient norm became NaN or infinite; the update was not applied."""
-
-
-class TrainingInterrupted(KeyboardInterrupt):
-    """Training stopped on SIGINT/SIGTERM after saving a checkpoint.
-
-    Attributes:
-        checkpoint: the checkpoint saved on the way out.
-        step: the number of steps done.
-    """
-
-    def __init__(self, message: str, checkpoint: Path | None, step: int) -> None:
-        super().__init__(message)
-        self.checkpoint = checkpoint
-        self.step = step
-
-
-@dataclass
-class TrainConfig:
-    """Knobs of :class:`Trainer`. New fields are always added with defaults.
-
-    Attributes:
-        output_dir: where ``checkpoints/``, ``log.jsonl`` and ``train_config.json`` go.
-        batch_size: samples per step *per process*.
-        epochs: passes over the data; or give ``max_steps``. If both, the first reached stops.
-        max_steps: total optimisation steps.
-        seed: fixes data order, per-sample randomness and (with :func:`seed_everything` before
-            building the model) the whole run.
-        shuffle: reshuffle the data each epoch (as a function of ``(seed, epoch)``).
-        drop_last: drop each epoch's last incomplete batch (and the tail that does not divide
-            among ranks), so that every step has a full batch.
-        num_workers: ``DataLoader`` worker processes.
-        checkpoint_every: save every N steps (0: only at epoch ends and at the end).
-        keep_last: number of newest checkpoints kept.
-        log_every: write a ``log.jsonl`` line every N steps.
-        resume: continue from the newest valid checkpoint in ``output_dir`` if there is one.
-            Without it, an ``output_dir`` that already holds checkpoints is refused.
-        clip_grad_norm: clip the global gradient L2 norm to this value (None: no clipping).
-        deterministic: ``torch.use_deterministic_algorithms(True)`` and no cuDNN autotuning;
-            needed for bit-exact resume on CUDA, slower there, unnecessary on CPU.
-        device: ``"cpu"``, ``"cuda"``, ``"cuda:1"``... (None: ``cuda:LOCAL_RANK`` if CUDA is
-            available, else CPU).
-        progress: show a tqdm progress bar (rank 0 only).
-        find_unused_parameters: passed to ``DistributedDataParallel``.
-    """
-
-    output_dir: str | os.PathLike[str]
-    batch_size: int = 1
-    epochs: int | None = None
-    max_steps: int | None = None
-    seed: int = 0
-    shuffle: bool = True
-    drop_last: bool = True
-    num_workers: int = 0
-    checkpoint_every: int = 100
-    keep_last: int = 3
-    log_every: int = 10
-    resume: bool = False
-    clip_grad_norm: float | None = None
-    deterministic: bool = False
-    device: str | None = None
-    progress: bool = True
-    find_unused_parameters: bool = False
-
-    def __post_init__(self) -> None:
-        def positive(name: str, allow_zero: bool = False) -> None:
-            v = getattr(self, name)
-            if not isinstance(v, int) or isinstance(v, bool) or v < (0 if allow_zero else 1):
-                bound = ">= 0" if allow_zero else ">= 1"
-                raise ValueError(f"TrainConfig.{name} must be an int {bound}, got {v!r}")
-
-        positive("batch_size")
-        positive("keep_last")
-        positive("log_every")
-        positive("num_workers", allow_zero=True)
-        positive("checkpoint_every", allow_zero=True)
-        positive("seed", allow_zero=True)
-        if self.epochs is None and self.max_steps is None:
-            raise ValueError("TrainConfig needs epochs or max_steps")
-        if self.epochs is not None:
-            positive("epochs")
-        if self.max_steps is not None:
-            positive("max_steps")
-        if self.clip_grad_norm is not None and not self.clip_grad_norm > 0:
-            raise ValueError(f"TrainConfig.clip_grad_norm must be > 0, got {self.clip_grad_norm}")
-
-
-@dataclass
-class FitResult:
-    """What :meth:`Trainer.fit` returns.
-
-    Attributes:
-        step: optimisation steps done in total (including those before a resume).
-        epoch: completed epochs (fractional epochs are not counted).
-        checkpoint: the last checkpoint written or resumed from (None if none), on every rank.
-        metrics: the last logged averages (``loss`` and the other losses), over ranks.
-        resumed_from: the checkpoint the run resumed from, if any.
-        history: the log entries of this call (as written to ``log.jsonl``), on every rank.
-    """
-
-    step: int
-    epoch: int
-    checkpoint: Path | None
-    metrics: dict[str, float] = field(default_factory=dict)
-    resumed_from: Path | None = None
-    history: list[dict[str, Any]] = field(default_factory=list)
-
-
-def move_to_device(batch: Any, device: torch.device) -> Any:
-    """``batch`` with every tensor (inside lists, tuples and dicts) moved to ``device``.
-
-    Mappings come back as plain ``dict``; lists, tuples and namedtuples keep their type.
-    """
-    if isinstance(batch, torch.Tensor):
-        return batch.to(device, non_blocking=True)
-    if isinstance(batch, Mapping):
-        return {k: move_to_device(v, device) for k, v in batch.items()}
-    if isinstance(batch, tuple) and hasattr(batch, "_fields"):  # namedtuple
-        return type(batch)(*(move_to_device(v, device) for v in batch))
-    if isinstance(batch, list | tuple):
-        return type(batch)(move_to_device(v, device) for v in batch)
-    return batch
+def __getattr__(name: str) -> Any:
+    # The loop's config was ``TrainConfig`` before (too close to the detector's
+    # ``TrainingConfig``); the old name works, with a warning, for one release.
+    if name == "TrainConfig":
+        warnings.warn(
+            "sppnet.engine.trainer.TrainConfig is now LoopConfig; the old name goes in the next "
+            "release",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return LoopConfig
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 class Trainer:
@@ -244,7 +142,7 @@ class Trainer:
             tensor, the same keys on every step and rank. Only ``"loss"`` is back-propagated;
             the others are logged.
         dataset: a map-style dataset (``__len__`` and ``__getitem__(int)``).
-        config: :class:`TrainConfig`.
+        config: :class:`~sppnet.engine.loop_config.LoopConfig`.
         scheduler: an LR scheduler stepped after every optimisation step (express epoch
             schedules in steps, e.g. ``StepLR(step_size=epochs_between * steps_per_epoch)``).
         collate_fn: turns a list of samples into a batch (default: torch's ``default_collate``;
@@ -258,6 +156,8 @@ class Trainer:
         stateful: more things whose state must survive a resume, by name: objects with
             ``state_dict()``/``load_state_dict()`` (a ``GradScaler``, an EMA...) or
             ``torch.Generator`` objects the step function draws from (e.g. a window sampler's).
+        hooks: more :class:`~sppnet.engine.hooks.HookBase` objects, run after the metrics logger
+            (e.g. :class:`~sppnet.engine.tensorboard.TensorBoardLogger`).
 
     The dataset (and ``collate_fn``) may define ``set_epoch(epoch)``; it is called before each
     epoch's loader is built (e.g. to pick the image size of multi-size training), also when a
@@ -270,13 +170,14 @@ class Trainer:
         optimizer: torch.optim.Optimizer,
         step: StepFn,
         dataset: Dataset,
-        config: TrainConfig,
+        config: LoopConfig,
         *,
         scheduler: Any | None = None,
         collate_fn: Callable[[list[Any]], Any] | None = None,
         model_config: Mapping[str, Any] | None = None,
         on_epoch_end: Callable[[Trainer, int], Mapping[str, float] | None] | None = None,
         stateful: Mapping[str, Any] | None = None,
+        hooks: Sequence[HookBase] = (),
     ) -> None:
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
@@ -286,8 +187,8 @@ class Trainer:
             raise TypeError("step must be callable: step(model, batch) -> dict of losses")
         if not hasattr(dataset, "__len__") or not hasattr(dataset, "__getitem__"):
             raise TypeError("dataset must be map-style (define __len__ and __getitem__)")
-        if not isinstance(config, TrainConfig):
-            raise TypeError(f"config must be a TrainConfig, got {type(config).__name__}")
+        if not isinstance(config, LoopConfig):
+            raise TypeError(f"config must be a LoopConfig, got {type(config).__name__}")
         self.config = config
         self.optimizer = optimizer
         self.scheduler = scheduler
@@ -328,6 +229,11 @@ class Trainer:
         self._ddp_forward_called = False
         self._warned_manual_sync = False
         self._history: list[dict[str, Any]] = []
+        self._extra_hooks = list(hooks)
+        self._stop: GracefulStop | None = None
+        self._stop_now = False
+        self._params: list[torch.Tensor] = []
+        self.bar: Any = None
         self._sampler = DistributedSampler(
             dataset,  # type: ignore[arg-type]
             num_replicas=self.world_size,
@@ -351,8 +257,6 @@ class Trainer:
             total.append(config.max_steps)
         self.total_steps = min(total)
 
-    # ------------------------------------------------------------------ properties
-
     @property
     def model(self) -> nn.Module:
         """The model being trained, unwrapped (no DDP)."""
@@ -374,40 +278,17 @@ class Trainer:
             if hasattr(obj, "set_epoch"):
                 obj.set_epoch(epoch)
         self._sampler.set_epoch(epoch)
-        batches = EpochBatches(
-            list(self._sampler), epoch, self.config.batch_size, start_batch, self.config.drop_last
-        )
-        return DataLoader(
-            SeededDataset(self.dataset, self.config.seed),
-            batch_sampler=batches,
-            collate_fn=SeededCollate(self.collate_fn, self.config.seed),
-            num_workers=self.config.num_workers,
-            worker_init_fn=ignore_stop_signals if self.config.num_workers > 0 else None,
+        return epoch_loader(
+            self.dataset,
+            self.collate_fn,
+            list(self._sampler),
+            self.config,
+            epoch,
+            start_batch,
             pin_memory=self.device.type == "cuda",
-            # The loader draws its worker base seed from this generator instead of the
-            # global RNG, so creating a loader mid-epoch (on resume) leaves the RNG untouched.
-            generator=torch.Generator().manual_seed(derive_seed(self.config.seed, epoch)),
         )
 
-    # ------------------------------------------------------------------ checkpoints
-
-    def _trainer_state(self) -> dict[str, Any]:
-        rng = dist_utils.all_gather_object(capture_rng_state())
-        return {
-            "trainer_version": TRAINER_STATE_VERSION,
-            "step": self.step,
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
-            "rng": rng,
-            "stateful": {
-                name: obj.get_state() if isinstance(obj, torch.Generator) else obj.state_dict()
-                for name, obj in self.stateful.items()
-            },
-            "data": self._data_signature(),
-            "train_config": _jsonable(asdict(self.config)),
-        }
-
-    def _data_signature(self) -> dict[str, Any]:
+    def data_signature(self) -> dict[str, Any]:
         return {
             "dataset_len": len(self.dataset),  # type: ignore[arg-type]
             "global_batch_size": self.config.batch_size * self.world_size,
@@ -422,7 +303,7 @@ class Trainer:
 
         Returns the checkpoint's path (on every rank, once rank 0 has written it).
         """
-        state = self._trainer_state()  # collective: every rank takes part
+        state = capture_trainer_state(self)  # collective: every rank takes part
         path = checkpoint_path(self.checkpoint_dir, self.step)
         if self.is_main_process:
             save_checkpoint(
@@ -437,127 +318,157 @@ class Trainer:
         self.last_checkpoint = path
         return path
 
-    def _resume(self) -> Path | None:
-        path = latest_checkpoint(self.checkpoint_dir) if self.checkpoint_dir.is_dir() else None
-        found = dist_utils.all_gather_object(str(path) if path else None)
-        if len(set(found)) != 1:
-            raise RuntimeError(
-                f"ranks disagree on the checkpoint to resume from: {found}; the output directory "
-                "must be on storage shared by all nodes (see docs/distributed.md)"
-            )
-        if self.is_main_process:
-            self._set_aside_invalid(path)
-        dist_utils.barrier()
-        if path is None:
-            return None
-        ckpt = load_checkpoint(path, map_location=self.device)
-        state = ckpt.state
-        if state.get("trainer_version") != TRAINER_STATE_VERSION:
-            raise ValueError(f"{path} was not written by this Trainer (no trainer_version 1)")
-        saved, now = state["data"], self._data_signature()
-        for key in ("dataset_len", "global_batch_size", "seed", "shuffle", "drop_last"):
-            if saved[key] != now[key]:
-                raise ValueError(
-                    f"cannot resume from {path}: {key} was {saved[key]!r}, now {now[key]!r}; "
-                    "the data order would not continue where it stopped. Use the same settings "
-                    "or a new output_dir"
-                )
-        self._model.load_state_dict(ckpt.model_state)
-        self.optimizer.load_state_dict(state["optimizer"])
-        if (self.scheduler is None) != (state["scheduler"] is None):
-            raise ValueError(f"cannot resume from {path}: a scheduler was used in one run only")
-        if self.scheduler is not None:
-            self.scheduler.load_state_dict(state["scheduler"])
-        saved_stateful = state.get("stateful", {})
-        if set(saved_stateful) != set(self.stateful):
-            raise ValueError(
-                f"cannot resume from {path}: it holds state for {sorted(saved_stateful)}, this "
-                f"run has {sorted(self.stateful)}"
-            )
-        for name, obj in self.stateful.items():
-            if isinstance(obj, torch.Generator):
-                obj.set_state(saved_stateful[name].cpu())
-            else:
-                obj.load_state_dict(saved_stateful[name])
-        self.step = int(state["step"])
-        if saved["world_size"] == self.world_size:
-            restore_rng_state(state["rng"][self.rank])
-        else:
-            # Same data order, but per-rank RNG streams (dropout...) cannot be carried over.
-            torch.manual_seed(derive_seed(self.config.seed, self.rank, self.step))
-            self._log(
-                f"world size changed from {saved['world_size']} to {self.world_size}: data order "
-                "continues exactly, random streams are re-seeded (not bit-exact)"
-            )
-        self.last_checkpoint = path
-        return path
-
-    def _set_aside_invalid(self, resumed: Path | None) -> None:
-        """Rename the checkpoints newer than ``resumed`` (which failed verification) to
-        ``step-N.invalid``: kept for inspection, out of the way of the steps about to be redone."""
-        newest_valid = -1 if resumed is None else int(resumed.name.split("-")[1])
-        for step, p in list_checkpoints(self.checkpoint_dir):
-            if step > newest_valid:
-                target = p.with_name(f"{p.name}.invalid")
-                if target.exists():
-                    shutil.rmtree(target)
-                os.replace(p, target)
-                self._log(f"set aside unusable checkpoint {p.name} as {target.name}")
-
     # ------------------------------------------------------------------ logging
 
-    def _log(self, message: str) -> None:
+    def log(self, message: str) -> None:
+        """Print ``message`` on rank 0 (above the progress bar)."""
         if self.is_main_process:
             tqdm.write(f"[sppnet] {message}", file=sys.stderr)
 
-    def _prepare_log(self) -> None:
-        """Drop log lines past the resumed step (and a torn last line after a SIGKILL)."""
-        if not self.log_path.is_file():
-            return
-        kept = []
-        for line in self.log_path.read_text(encoding="utf-8").splitlines():
-            try:
-                entry = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            if isinstance(entry, dict) and entry.get("step", 0) <= self.step:
-                kept.append(line)
-        atomic_write_text(self.log_path, "".join(k + "\n" for k in kept))
-
-    def _write_log(self, entry: Mapping[str, Any]) -> None:
+    def write_log(self, entry: Mapping[str, Any]) -> None:
+        """Append ``entry`` to this run's history and (rank 0) to ``log.jsonl``."""
         self._history.append(dict(entry))
         if not self.is_main_process:
             return
         with open(self.log_path, "a", encoding="utf-8") as f:
-            f.write(json.dumps(_jsonable(dict(entry)), allow_nan=True) + "\n")
+            f.write(json.dumps(jsonable(dict(entry)), allow_nan=True) + "\n")
 
     # ------------------------------------------------------------------ the loop
 
-    def _check_output_dir(self) -> None:
-        existing = list_checkpoints(self.checkpoint_dir)
-        if existing and not self.config.resume:
-            raise FileExistsError(
-                f"{str(self.output_dir)!r} already holds checkpoints (up to step "
-                f"{existing[-1][0]}); pass resume=True (--resume) to continue that run, or "
-                "choose a new output directory"
+    def _prepare_output(self) -> Path | None:
+        """Check and tidy the output directory, resume if asked; returns the checkpoint resumed
+        from."""
+        if self.is_main_process:
+            self.output_dir.mkdir(parents=True, exist_ok=True)
+            refuse_existing_run(self.output_dir, self.checkpoint_dir, self.config.resume)
+            remove_stale_staging(self.checkpoint_dir, self.log)
+        dist_utils.barrier()
+        resumed_from = resume_trainer(self) if self.config.resume else None
+        if self.is_main_process:
+            trim_log(self.log_path, self.step)
+            atomic_write_json(
+                self.output_dir / "train_config.json",
+                {"config": jsonable(asdict(self.config)), "data": self.data_signature()},
             )
+            if resumed_from is not None:
+                self.log(f"resumed from {resumed_from} (step {self.step})")
+        return resumed_from
 
-    def _remove_stale_staging(self) -> None:
-        """Delete the staging/old directories that a killed save left in ``checkpoints/``."""
-        if not self.checkpoint_dir.is_dir():
-            return
-        for p in self.checkpoint_dir.glob(".step-*.tmp"):
-            self._log(f"removing {p.name}, left by an interrupted checkpoint save")
-            shutil.rmtree(p, ignore_errors=True)
-        for p in self.checkpoint_dir.glob(".step-*.old"):
-            # A save that replaced a checkpoint was killed between its two renames: put the
-            # old (complete) one back if its place is empty.
-            target = self.checkpoint_dir / p.name.split(".")[1]
-            if not target.exists() and (p / "manifest.json").is_file():
-                os.replace(p, target)
-                self._log(f"restored {target.name} from {p.name} (interrupted replacement)")
-            else:
-                shutil.rmtree(p, ignore_errors=True)
+    def _wrap_for_training(self) -> None:
+        if self.world_size > 1:
+            on_cuda = self.device.type == "cuda"
+            self._train_model = nn.parallel.DistributedDataParallel(
+                self._model,
+                device_ids=[self.device.index] if on_cuda else None,
+                output_device=self.device.index if on_cuda else None,
+                find_unused_parameters=self.config.find_unused_parameters,
+            )
+            self._train_model.register_forward_pre_hook(self._note_ddp_forward)
+        self._params = [p for g in self.optimizer.param_groups for p in g["params"]]
+
+    def _hooks(self) -> tuple[MetricsLogger, list[HookBase]]:
+        logger = MetricsLogger()
+        hooks = [logger, *self._extra_hooks, SaveOnStop(), PeriodicCheckpointer()]
+        hooks.append(EpochEndCallback())
+        for hook in hooks:
+            hook.trainer = self
+        return logger, hooks
+
+    def fit(self) -> FitResult:
+        """Train until ``epochs``/``max_steps``; see the module docstring.
+
+        Raises:
+            TrainingInterrupted: after SIGINT/SIGTERM, once the checkpoint is saved.
+            NonFiniteLossError: a loss or the gradient norm is not finite.
+            FileExistsError: ``output_dir`` holds checkpoints and ``resume`` is off.
+        """
+        self._history = []
+        resumed_from = self._prepare_output()
+        self._wrap_for_training()
+        logger, hooks = self._hooks()
+        self.bar = tqdm(
+            total=self.total_steps,
+            initial=self.step,
+            disable=not (self.config.progress and self.is_main_process),
+            dynamic_ncols=True,
+            unit="step",
+        )
+        try:
+            with GracefulStop() as stop:
+                self._stop = stop
+                for hook in hooks:
+                    hook.before_train()
+                while self.step < self.total_steps:
+                    epoch, pos = divmod(self.step, self.steps_per_epoch)
+                    self.bar.set_description(f"epoch {epoch}")
+                    for batch in self._epoch_loader(epoch, pos):
+                        values = self.run_step(batch, epoch)
+                        self.bar.update(1)
+                        for hook in hooks:
+                            hook.after_step(epoch, values)
+                        if self.step >= self.total_steps:
+                            break
+        finally:
+            self.bar.close()
+            self._stop = None
+        for hook in hooks:
+            hook.after_train()
+        return FitResult(
+            step=self.step,
+            epoch=self.epoch,
+            checkpoint=self.last_checkpoint,
+            metrics=logger.metrics,
+            resumed_from=resumed_from,
+            history=self._history,
+        )
+
+    def run_step(self, batch: Any, epoch: int) -> dict[str, float]:
+        """One optimisation step on ``batch``: the losses (averaged over ranks, checked to be
+        finite), backward, gradient sync and clipping, the update, the scheduler. Returns the
+        averaged losses (and ``grad_norm`` when clipping)."""
+        batch = move_to_device(batch, self.device)
+        self._train_model.train()
+        self._ddp_forward_called = False
+        losses = self._compute_losses(batch)
+        values = self._reduce_losses(losses)
+        bad = {k: v for k, v in values.items() if not math.isfinite(v)}
+        if bad:
+            self._raise_nonfinite(f"loss {bad}", epoch)
+        self.optimizer.zero_grad(set_to_none=True)
+        losses["loss"].backward()
+        if self.world_size > 1 and not self._ddp_forward_called:
+            self._average_gradients()
+        if self.config.clip_grad_norm is not None:
+            norm = nn.utils.clip_grad_norm_(self._params, self.config.clip_grad_norm)
+            if not math.isfinite(float(norm)):
+                self._raise_nonfinite(f"gradient norm {float(norm)}", epoch)
+            values["grad_norm"] = float(norm)
+        self.optimizer.step()
+        if self.scheduler is not None:
+            self.scheduler.step()
+        self.step += 1
+        return values
+
+    def _reduce_losses(self, losses: dict[str, torch.Tensor]) -> dict[str, float]:
+        """The losses averaged over ranks, in one all-reduce that also carries every rank's stop
+        request (so that all ranks stop at the same step)."""
+        names = sorted(losses)
+        local = torch.stack([losses[k].detach().float().reshape(()) for k in names])
+        requested = self._stop is not None and self._stop.requested
+        flag = torch.tensor([float(requested)], device=local.device)
+        reduced = dist_utils.all_reduce_mean(torch.cat([local, flag])).tolist()
+        self._stop_now = reduced[-1] > 0
+        return dict(zip(names, reduced[:-1], strict=True))
+
+    def stop_requested(self) -> bool:
+        """Whether a rank asked to stop (SIGINT/SIGTERM) by the end of the current step."""
+        late = self.world_size == 1 and self._stop is not None and self._stop.requested
+        return self._stop_now or late
+
+    @property
+    def stop_signal_name(self) -> str | None:
+        """The name of the signal that asked to stop, if any."""
+        return None if self._stop is None else self._stop.signal_name
 
     def _compute_losses(self, batch: Any) -> dict[str, torch.Tensor]:
         losses = self.step_fn(self._train_model, batch)
@@ -572,168 +483,21 @@ class Trainer:
                 raise TypeError(f"step(...)[{k!r}] must be a scalar tensor, got {v!r}")
         return dict(losses)
 
-    def fit(self) -> FitResult:
-        """Train until ``epochs``/``max_steps``; see the module docstring.
-
-        Raises:
-            TrainingInterrupted: after SIGINT/SIGTERM, once the checkpoint is saved.
-            NonFiniteLossError: a loss or the gradient norm is not finite.
-            FileExistsError: ``output_dir`` holds checkpoints and ``resume`` is off.
-        """
-        cfg = self.config
-        self._history = []
-        if self.is_main_process:
-            self.output_dir.mkdir(parents=True, exist_ok=True)
-            self._check_output_dir()
-            self._remove_stale_staging()
-        dist_utils.barrier()
-        resumed_from = self._resume() if cfg.resume else None
-        if self.is_main_process:
-            self._prepare_log()
-            atomic_write_json(
-                self.output_dir / "train_config.json",
-                {"config": _jsonable(asdict(cfg)), "data": self._data_signature()},
-            )
-            if resumed_from is not None:
-                self._log(f"resumed from {resumed_from} (step {self.step})")
-
-        if self.world_size > 1:
-            on_cuda = self.device.type == "cuda"
-            self._train_model = nn.parallel.DistributedDataParallel(
-                self._model,
-                device_ids=[self.device.index] if on_cuda else None,
-                output_device=self.device.index if on_cuda else None,
-                find_unused_parameters=cfg.find_unused_parameters,
-            )
-            self._train_model.register_forward_pre_hook(self._note_ddp_forward)
-        params = [p for g in self.optimizer.param_groups for p in g["params"]]
-        bar = tqdm(
-            total=self.total_steps,
-            initial=self.step,
-            disable=not (cfg.progress and self.is_main_process),
-            dynamic_ncols=True,
-            unit="step",
-        )
-        window: dict[str, float] = {}
-        window_steps = 0
-        metrics: dict[str, float] = {}
-        start = time.perf_counter()
-        try:
-            with GracefulStop() as stop:
-                while self.step < self.total_steps:
-                    epoch, pos = divmod(self.step, self.steps_per_epoch)
-                    bar.set_description(f"epoch {epoch}")
-                    for batch in self._epoch_loader(epoch, pos):
-                        batch = move_to_device(batch, self.device)
-                        self._train_model.train()
-                        self._ddp_forward_called = False
-                        losses = self._compute_losses(batch)
-                        names = sorted(losses)
-                        local = torch.stack([losses[k].detach().float().reshape(()) for k in names])
-                        flag = torch.tensor([float(stop.requested)], device=local.device)
-                        reduced = dist_utils.all_reduce_mean(torch.cat([local, flag])).tolist()
-                        values = dict(zip(names, reduced[:-1], strict=True))
-                        stop_now = reduced[-1] > 0
-                        bad = {k: v for k, v in values.items() if not math.isfinite(v)}
-                        if bad:
-                            self._raise_nonfinite(f"loss {bad}", epoch)
-                        self.optimizer.zero_grad(set_to_none=True)
-                        losses["loss"].backward()
-                        if self.world_size > 1 and not self._ddp_forward_called:
-                            self._average_gradients(params)
-                        if cfg.clip_grad_norm is not None:
-                            norm = nn.utils.clip_grad_norm_(params, cfg.clip_grad_norm)
-                            if not math.isfinite(float(norm)):
-                                self._raise_nonfinite(f"gradient norm {float(norm)}", epoch)
-                            values["grad_norm"] = float(norm)
-                        self.optimizer.step()
-                        if self.scheduler is not None:
-                            self.scheduler.step()
-                        self.step += 1
-                        bar.update(1)
-
-                        for k, v in values.items():
-                            window[k] = window.get(k, 0.0) + v
-                        window_steps += 1
-                        if self.step % cfg.log_every == 0 or self.step == self.total_steps:
-                            metrics = {k: v / window_steps for k, v in window.items()}
-                            self._write_log(
-                                {
-                                    "step": self.step,
-                                    "epoch": epoch,
-                                    "lr": self.optimizer.param_groups[0]["lr"],
-                                    **metrics,
-                                    "time_s": round(time.perf_counter() - start, 3),
-                                }
-                            )
-                            bar.set_postfix({k: f"{v:.4g}" for k, v in metrics.items()})
-                            window, window_steps = {}, 0
-
-                        epoch_done = self.step % self.steps_per_epoch == 0
-                        finished = self.step >= self.total_steps
-                        periodic = cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0
-                        if stop_now or (self.world_size == 1 and stop.requested):
-                            path = self.save()
-                            self._log(f"{stop.signal_name or 'stop'}: saved {path}")
-                            raise TrainingInterrupted(
-                                f"training interrupted at step {self.step}; checkpoint {path}; "
-                                "continue with resume=True (--resume)",
-                                path,
-                                self.step,
-                            )
-                        if epoch_done or finished or periodic:
-                            self.save()
-                        if epoch_done:
-                            self._epoch_end(epoch)
-                        if finished:
-                            break
-        finally:
-            bar.close()
-        if window_steps:
-            metrics = {k: v / window_steps for k, v in window.items()}
-        return FitResult(
-            step=self.step,
-            epoch=self.epoch,
-            checkpoint=self.last_checkpoint,
-            metrics=metrics,
-            resumed_from=resumed_from,
-            history=self._history,
-        )
-
     def _note_ddp_forward(self, module: nn.Module, args: Any) -> None:
         self._ddp_forward_called = True
 
-    def _average_gradients(self, params: list[torch.Tensor]) -> None:
-        """Average gradients over ranks when the step bypassed the DDP wrapper's forward.
-
-        A step that calls a method of the model (``unwrap_model(model).training_losses(...)``)
-        instead of ``model(...)`` gets no DDP synchronisation; this does it with one all-reduce
-        per dtype. A parameter keeps ``grad=None`` only if it has none on every rank, so
-        optimizers skip exactly the parameters they would skip in a single process.
-        """
+    def _average_gradients(self) -> None:
+        """Average gradients over ranks when the step bypassed the DDP wrapper's forward (a
+        step calling ``unwrap_model(model).training_losses(...)`` instead of ``model(...)``
+        gets no DDP synchronisation): :func:`~sppnet.engine.distributed.average_gradients`."""
         if not self._warned_manual_sync:
-            self._log("step() did not call model(...): averaging gradients with all_reduce")
+            self.log("step() did not call model(...): averaging gradients with all_reduce")
             self._warned_manual_sync = True
-        trainable = [p for p in params if p.requires_grad]
-        by_dtype: dict[torch.dtype, list[torch.Tensor]] = {}
-        for p in trainable:
-            by_dtype.setdefault(p.dtype, []).append(p)
-        for group in by_dtype.values():
-            grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in group]
-            has = torch.tensor(
-                [float(p.grad is not None) for p in group], dtype=group[0].dtype, device=self.device
-            )
-            flat = torch.cat([g.reshape(-1) for g in grads] + [has])
-            torch.distributed.all_reduce(flat)
-            flat_grads, has_any = flat[: -len(group)], flat[-len(group) :]
-            offset = 0
-            for p, present in zip(group, has_any.tolist(), strict=True):
-                n = p.numel()
-                if present > 0:
-                    p.grad = (flat_grads[offset : offset + n] / self.world_size).view_as(p)
-                offset += n
+        dist_utils.average_gradients(self._params, self.world_size, self.device)
 
-    def _epoch_end(self, epoch: int) -> None:
+    def epoch_end(self, epoch: int) -> None:
+        """Run ``on_epoch_end`` for ``epoch`` (the RNG state saved and restored around it) and
+        log what it returns."""
         if self.on_epoch_end is None:
             return
         rng = capture_rng_state()
@@ -742,8 +506,8 @@ class Trainer:
         finally:
             restore_rng_state(rng)
         if extra:
-            self._write_log({"step": self.step, "epoch": epoch, "event": "epoch_end", **extra})
-            self._log(f"epoch {epoch}: " + ", ".join(f"{k}={v}" for k, v in extra.items()))
+            self.write_log({"step": self.step, "epoch": epoch, "event": "epoch_end", **extra})
+            self.log(f"epoch {epoch}: " + ", ".join(f"{k}={v}" for k, v in extra.items()))
 
     def _raise_nonfinite(self, what: str, epoch: int) -> None:
         last = str(self.last_checkpoint) if self.last_checkpoint else "none (no checkpoint yet)"
@@ -752,15 +516,3 @@ class Trainer:
             f"applied and training stopped. Last good checkpoint: {last}. Lower the learning "
             "rate or set clip_grad_norm, then resume from it"
         )
-
-
-def _jsonable(obj: Any) -> Any:
-    if isinstance(obj, Mapping):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, Sequence) and not isinstance(obj, str):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, os.PathLike):
-        return os.fspath(obj)
-    if isinstance(obj, torch.Tensor) and obj.numel() == 1:
-        return obj.item()
-    return obj

@@ -3,11 +3,8 @@ train-classifier / classify commands on a tiny budget."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -28,8 +25,6 @@ from sppnet.engine.classification import (
     parse_sizes,
 )
 from sppnet.models import SPPNetClassifier, create_backbone
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def _render(samples, size):
@@ -148,17 +143,10 @@ def test_image_folder_and_its_views(tmp_path):
         ImageFolder(tmp_path / "missing")
 
 
-def _load_experiment():
-    spec = importlib.util.spec_from_file_location("multisize", ROOT / "experiments/multisize.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["multisize"] = module
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.mark.slow
 def test_tiny_multisize_experiment(tmp_path):
-    ms = _load_experiment()
+    from sppnet.benchmarks import multisize as ms
+
     config = ms.ExperimentConfig(
         epochs=1,
         batch_size=16,

@@ -18,7 +18,7 @@ from sppnet.engine.checkpoint import (
     load_checkpoint,
 )
 from sppnet.engine.trainer import (
-    TrainConfig,
+    LoopConfig,
     Trainer,
     move_to_device,
 )
@@ -136,7 +136,7 @@ def test_resume_without_checkpoint_starts_fresh(tmp_path):
 def _simple_trainer(tmp_path, step, **kw):
     model = nn.Linear(2, 1)
     data = [(torch.randn(2), torch.randn(1)) for _ in range(8)]
-    cfg = TrainConfig(output_dir=tmp_path, batch_size=4, max_steps=4, progress=False, **kw)
+    cfg = LoopConfig(output_dir=tmp_path, batch_size=4, max_steps=4, progress=False, **kw)
     return Trainer(model, torch.optim.SGD(model.parameters(), lr=0.1), step, data, cfg)
 
 
@@ -154,7 +154,7 @@ def test_on_epoch_end_is_logged_and_does_not_perturb_training(tmp_path):
         torch.manual_seed(0)
         model = nn.Sequential(nn.Linear(2, 8), nn.Dropout(0.5), nn.Linear(8, 1))
         data = [(torch.randn(2), torch.randn(1)) for _ in range(8)]
-        cfg = TrainConfig(output_dir=out, batch_size=4, epochs=3, progress=False, log_every=1)
+        cfg = LoopConfig(output_dir=out, batch_size=4, epochs=3, progress=False, log_every=1)
 
         def step(m, b):
             return {"loss": nn.functional.mse_loss(m(b[0]), b[1])}
@@ -200,7 +200,7 @@ def test_too_small_dataset_is_a_clear_error(tmp_path):
             torch.optim.SGD(model.parameters(), lr=0.1),
             lambda m, b: {},
             [torch.zeros(2)] * 8,
-            TrainConfig(output_dir=tmp_path, batch_size=16, epochs=1),
+            LoopConfig(output_dir=tmp_path, batch_size=16, epochs=1),
         )
 
 
@@ -215,7 +215,7 @@ def test_too_small_dataset_is_a_clear_error(tmp_path):
 )
 def test_config_validation(tmp_path, kwargs, match):
     with pytest.raises(ValueError, match=match):
-        TrainConfig(output_dir=tmp_path, **kwargs)
+        LoopConfig(output_dir=tmp_path, **kwargs)
 
 
 def test_move_to_device_keeps_structure():
@@ -246,7 +246,7 @@ def test_drop_last_false_keeps_the_partial_batch_and_resumes_into_it(tmp_path):
 
     def make(out, max_steps, resume=False):
         model = nn.Linear(1, 1)
-        cfg = TrainConfig(
+        cfg = LoopConfig(
             output_dir=out,
             batch_size=4,
             epochs=2,

@@ -23,7 +23,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from sppnet.engine.distributed import get_rank, unwrap_model
-from sppnet.engine.trainer import NonFiniteLossError, TrainConfig, Trainer, TrainingInterrupted
+from sppnet.engine.trainer import LoopConfig, NonFiniteLossError, Trainer, TrainingInterrupted
 from sppnet.utils.seed import seed_everything
 
 
@@ -103,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
             loss = loss * float("nan")
         return {"loss": loss, "ce": ce.mean().detach()}
 
-    cfg = TrainConfig(
+    cfg = LoopConfig(
         output_dir=args.out,
         batch_size=args.batch_size,
         epochs=args.epochs,

@@ -25,7 +25,7 @@ from sppnet.engine.detection.cache import FeatureCache
 from sppnet.engine.detection.data import DetectionSet
 from sppnet.engine.detection.stage_log import StageLog
 from sppnet.engine.prefix_cache import TrunkPrefixCache
-from sppnet.engine.trainer import TrainConfig, Trainer
+from sppnet.engine.trainer import LoopConfig, Trainer
 from sppnet.models.detector import SPPNetDetector
 from sppnet.models.heads import SoftmaxHead
 from sppnet.models.sampling import WindowSampling
@@ -118,7 +118,7 @@ def _fit(
         optimizer,
         step,
         _ImageIndices(num_images),
-        TrainConfig(
+        LoopConfig(
             output_dir=Path(output_dir) / name,
             batch_size=min(cfg.images_per_batch, num_images),
             epochs=epochs,
