@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import sys
-from pathlib import Path
 from types import ModuleType
 
 import torch
@@ -38,7 +36,7 @@ BACKWARD_BLOCK = 128  # map cells per program of the max backward pass
 
 
 def interpreter_enabled() -> bool:
-    """Whether Triton's interpreter is switched on (``TRITON_INTERPRET=1``)."""
+    """Whether Triton's interpreter is asked for (``TRITON_INTERPRET=1``)."""
     return os.environ.get("TRITON_INTERPRET", "0").lower() in ("1", "true", "yes", "on")
 
 
@@ -55,30 +53,26 @@ def triton_supports(input: Tensor) -> bool:
     return device_ok and input.dtype in SUPPORTED_DTYPES and triton_available()
 
 
-_KERNELS: dict[bool, ModuleType] = {}
-
-
 def _kernels() -> ModuleType:
-    """The kernel module, compiled or interpreted as ``TRITON_INTERPRET`` says *now*.
+    """The kernel module; under ``TRITON_INTERPRET=1`` checks that the interpreter is really on.
 
-    ``triton.jit`` picks its mode when a kernel is defined, so the interpreted kernels are a
-    second copy of :mod:`sppnet.ops._triton_kernels`, loaded while the variable is set; the
-    compiled ones stay usable in the same process.
+    ``triton.jit`` picks compiled or interpreted when a function is defined, triton's own
+    library (``tl.max`` ...) included, so the variable must be set before triton is imported.
     """
-    interpret = interpreter_enabled()
-    if interpret not in _KERNELS:
-        if not interpret:
-            from sppnet.ops import _triton_kernels as module
-        else:
-            name = "sppnet.ops._triton_kernels_interpreted"
-            path = Path(__file__).with_name("_triton_kernels.py")
-            spec = importlib.util.spec_from_file_location(name, path)
-            assert spec is not None and spec.loader is not None
-            module = importlib.util.module_from_spec(spec)
-            sys.modules[name] = module
-            spec.loader.exec_module(module)
-        _KERNELS[interpret] = module
-    return _KERNELS[interpret]
+    import triton.language as tl
+    from triton.runtime.interpreter import InterpretedFunction
+
+    from sppnet.ops import _triton_kernels
+
+    interpreted = isinstance(tl.max, InterpretedFunction)
+    if interpreter_enabled() != interpreted or not isinstance(
+        _triton_kernels.max_read_level, type(tl.max)
+    ):
+        raise RuntimeError(
+            "roi_spp: TRITON_INTERPRET changed after triton (or sppnet.ops._triton_kernels) was "
+            "imported; set it before, e.g. in the environment of the process"
+        )
+    return _triton_kernels
 
 
 def _next_pow2(n: int) -> int:
@@ -118,6 +112,9 @@ def _forward(
     plan = make_plan(levels, derive=mode == "max" and mapping == "paper")
     geometry = _Geometry(image, coords, spatial_scale, mapping, height, width)
     kernels = _kernels()
+    # Comparisons in float32 (float64 maps: float64): exact for 16-bit values, and the
+    # interpreter compares bfloat16 tensors by their bits.
+    cmp = tl_float(kernels, input.dtype == torch.float64)
     first_bin = {level.n: level.offsets[0] for level in plan}
     sources = {level.source for level in plan}
     if mode == "max":
@@ -130,17 +127,18 @@ def _forward(
         sizes = _tile(n, channels, regions)
         grid = (triton_cdiv(regions, sizes["RB"]), triton_cdiv(channels, sizes["CBLOCK"]))
         occ = torch.tensor(level.offsets, dtype=torch.int64, device=input.device)
+        write_arg = with_argmax or n in sources
         if mode == "max" and level.source is not None:
             kernels.max_derive_level[grid](
                 out, arg, occ, regions, len(level.offsets), first_bin[level.source], channels,
-                out.shape[1], M=level.source, WRITE_ARG=with_argmax or n in sources, **sizes,
+                out.shape[1], M=level.source, WRITE_ARG=write_arg, CMP=cmp, **sizes,
             )  # fmt: skip
             continue
         edges = [e.contiguous() for e in geometry.bins(n, 0, regions)]
         if mode == "max":
             kernels.max_read_level[grid](
                 x, image, *edges, out, arg, occ, regions, len(level.offsets), channels, height,
-                width, out.shape[1], numel, WRITE_ARG=with_argmax or n in sources, **sizes,
+                width, out.shape[1], numel, WRITE_ARG=write_arg, CMP=cmp, **sizes,
             )  # fmt: skip
         else:
             bf16 = out.dtype == torch.bfloat16
@@ -148,9 +146,14 @@ def _forward(
                 table.values, special, image, *edges, out.view(torch.int16) if bf16 else out,
                 occ, regions, len(level.offsets), channels, height, width, out.shape[1],
                 special.shape[1] * channels if special.numel() else 0,
-                HAS_SPECIAL=table.special is not None, BF16=bf16, **sizes,
+                HAS_SPECIAL=table.special is not None, BF16=bf16,
+                OUT64=out.dtype == torch.float64, **sizes,
             )  # fmt: skip
     return out, arg if with_argmax else None
+
+
+def tl_float(kernels: ModuleType, wide: bool):
+    return kernels.tl.float64 if wide else kernels.tl.float32
 
 
 def triton_cdiv(a: int, b: int) -> int:
@@ -175,7 +178,7 @@ def _max_backward(grad_out: Tensor, arg: Tensor, shape: torch.Size, dtype: torch
     block = INTERPRETER_TILE if interpreter_enabled() else BACKWARD_BLOCK
     block = min(block, _next_pow2(targets))
     _kernels().max_backward[(triton_cdiv(targets, block),)](
-        grad_out.reshape(-1), perm, lo, hi, acc, targets,
+        grad_out.reshape(-1).contiguous(), perm, lo, hi, acc, targets,
         BLOCK=block, ACC64=acc_dtype == torch.float64,
     )  # fmt: skip
     return acc.view(n_img, height, width, channels).permute(0, 3, 1, 2).to(dtype)

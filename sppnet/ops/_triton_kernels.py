@@ -34,7 +34,7 @@ def max_read_level(
     x_ptr, image_ptr, rs_ptr, re_ptr, cs_ptr, ce_ptr, out_ptr, arg_ptr, occ_ptr,
     regions, n_occ, channels, height, width, out_stride, sentinel,
     N: tl.constexpr, RB: tl.constexpr, BINS: tl.constexpr, CBLOCK: tl.constexpr,
-    WRITE_ARG: tl.constexpr,
+    WRITE_ARG: tl.constexpr, CMP: tl.constexpr,
 ):  # fmt: skip
     """Max-pool level ``N`` of region ``program_id(0)`` for one block of channels from the map.
 
@@ -64,7 +64,7 @@ def max_read_level(
         x_ptr + (base + cell)[:, None] * channels + ch[None, :],
         mask=filled[:, None] & live_c[None, :],
         other=0.0,
-    )
+    ).to(CMP)
     where = tl.broadcast_to(cell[:, None], (RB * BINS, CBLOCK))
     for t in range(1, tl.max(area, axis=0)):
         at = (r0 + t // cols) * width + c0 + t % cols
@@ -73,7 +73,7 @@ def max_read_level(
             x_ptr + (base + at)[:, None] * channels + ch[None, :],
             mask=live[:, None] & live_c[None, :],
             other=0.0,
-        )
+        ).to(CMP)
         take = live[:, None] & ((v > best) | ((v != v) & (best == best)))
         best = tl.where(take, v, best)
         where = tl.where(take, at[:, None], where)
@@ -86,7 +86,7 @@ def max_read_level(
 def max_derive_level(
     out_ptr, arg_ptr, occ_ptr, regions, n_occ, src_first, channels, out_stride,
     N: tl.constexpr, M: tl.constexpr, RB: tl.constexpr, BINS: tl.constexpr, CBLOCK: tl.constexpr,
-    WRITE_ARG: tl.constexpr,
+    WRITE_ARG: tl.constexpr, CMP: tl.constexpr,
 ):  # fmt: skip
     """Level ``N`` from the finer level ``M = F * N`` already written at bin ``src_first`` of
     the output (values) and of ``arg_ptr`` (keys): each coarse bin is exactly the union of its
@@ -102,11 +102,11 @@ def max_derive_level(
     mask = live_b[:, None] & live_c[None, :]
     fine0 = (b // N) * F * M + (b % N) * F
     src = (k * out_stride)[:, None] + src_first * channels + ch[None, :] * (M * M)
-    best = tl.load(out_ptr + src + fine0[:, None], mask=mask, other=0.0)
+    best = tl.load(out_ptr + src + fine0[:, None], mask=mask, other=0.0).to(CMP)
     where = tl.load(arg_ptr + src + fine0[:, None], mask=mask, other=0)
     for t in range(1, F * F):
         fine = fine0 + (t // F) * M + t % F
-        v = tl.load(out_ptr + src + fine[:, None], mask=mask, other=0.0)
+        v = tl.load(out_ptr + src + fine[:, None], mask=mask, other=0.0).to(CMP)
         iv = tl.load(arg_ptr + src + fine[:, None], mask=mask, other=0)
         v_nan = v != v
         best_nan = best != best
@@ -142,12 +142,14 @@ def avg_level(
     N: tl.constexpr, RB: tl.constexpr, BINS: tl.constexpr, CBLOCK: tl.constexpr,
     HAS_SPECIAL: tl.constexpr,
     BF16: tl.constexpr,
+    OUT64: tl.constexpr,
 ):  # fmt: skip
     """Mean of every bin of level ``N`` from the float64 integral image ``table_ptr``
     ``[N * (H + 1) * (W + 1), C]`` (the torch path's own table): ``((S11 - S01) - S10) + S00``
     over the cell count, in float64, as the torch path. ``special_ptr`` ``[3, rows, C]`` counts
-    NaN, +Inf and -Inf cells (when ``HAS_SPECIAL``). The result is rounded to float32 and then to
-    the output's dtype, as torch's float64 -> 16-bit copy does; bfloat16 is rounded here to
+    NaN, +Inf and -Inf cells (when ``HAS_SPECIAL``). Unless the output is float64 (``OUT64``) the
+    result is rounded to float32 and then to the output's dtype, as torch's float64 -> 16-bit
+    copy does; bfloat16 is rounded here to
     nearest even and stored through an int16 view (``BF16``)."""
     row = tl.arange(0, RB * BINS)
     k = tl.program_id(0).to(tl.int64) * RB + row // BINS
@@ -176,7 +178,7 @@ def avg_level(
         total = tl.where(pos, float("inf"), total)
         total = tl.where(neg, float("-inf"), total)
         total = tl.where(nan | (pos & neg), float("nan"), total)
-    value = total.to(tl.float32)
+    value = total if OUT64 else total.to(tl.float32)
     if BF16:
         bits = value.to(tl.uint32, bitcast=True)
         rounded = (bits + 0x7FFF + ((bits >> 16) & 1)) >> 16
