@@ -124,6 +124,8 @@ class BenchSettings:
         torchvision: the torchvision detection models to time beside it.
         latency_target_s: the target the latency table is compared with (seconds per image).
         seed: seed of the random weights and of the jittered windows.
+        device: torch device the networks run on (``"cpu"``, ``"cuda"``, ``"cuda:1"``);
+            selective search runs on the CPU.
     """
 
     image_size: tuple[int, int] = (375, 500)
@@ -152,6 +154,7 @@ class BenchSettings:
     torchvision: tuple[str, ...] = TORCHVISION_MODELS
     latency_target_s: float = 0.5
     seed: int = 0
+    device: str = "cpu"
 
 
 #: A sub-minute version for tests and smoke runs: a small image, 200 windows, small fc layers.
@@ -185,10 +188,14 @@ def median_seconds(fn: Callable[[], Any], repeats: int, warmup: int = 1) -> floa
         fn()
     times = []
     for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
+        times.append(_seconds(fn))
     return statistics.median(times)
+
+
+def _synchronize() -> None:
+    """Wait for queued GPU work, so that wall-clock times cover it (a no-op without CUDA)."""
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.synchronize()
 
 
 def benchmark_image(size: tuple[int, int] = (375, 500)) -> Tensor:
@@ -281,13 +288,14 @@ def paper_network(settings: BenchSettings, num_classes: int = 20) -> SPPNetDetec
         scales=(settings.scale,),
         num_classes=num_classes,
     )
-    return SPPNetDetector(config).eval()
+    return SPPNetDetector(config).eval().to(settings.device)
 
 
 def demo_network(settings: BenchSettings) -> SPPNetDetector:
     """The latency table's small network with random weights (timing only)."""
     torch.manual_seed(settings.seed)
-    return SPPNetDetector(preset(settings.demo_preset, backbone_weights=None)).eval()
+    network = SPPNetDetector(preset(settings.demo_preset, backbone_weights=None))
+    return network.eval().to(settings.device)
 
 
 # ----------------------------------------------------------------------------- speed table
@@ -307,14 +315,18 @@ def _median(fn: Callable[[], Any], settings: BenchSettings) -> float:
 
 def _rcnn_conv(rcnn: RCNNDetector, image: Tensor, windows: Tensor) -> tuple[float, list[Tensor]]:
     """Seconds of R-CNN's conv stage (normalise, warp, trunk) for these windows, and the maps."""
+    _synchronize()
     start = time.perf_counter()
     maps = list(rcnn.conv_windows(rcnn.normalize(image), windows))
+    _synchronize()
     return time.perf_counter() - start, maps
 
 
 def _seconds(fn: Callable[[], Any]) -> float:
+    _synchronize()
     start = time.perf_counter()
     fn()
+    _synchronize()
     return time.perf_counter() - start
 
 
@@ -425,7 +437,7 @@ def _torchvision_latency(name: str, image: Tensor, settings: BenchSettings) -> f
     import torchvision
 
     builder = getattr(torchvision.models.detection, name)
-    model = builder(weights=None, weights_backbone=None).eval()
+    model = builder(weights=None, weights_backbone=None).eval().to(settings.device)
     x = image.float() / 255
     return _median(lambda: model([x]), settings)
 
@@ -606,6 +618,9 @@ def run_benchmark(
     image = benchmark_image(settings.image_size)
     windows, ss_info = benchmark_windows(image, settings.windows, settings.seed)
     result["selective_search"] = ss_info
+    image, windows = image.to(settings.device), windows.to(settings.device)
+    if detector is not None:
+        detector = detector.to(settings.device)
     speed = speed_table(image, windows, settings, log) if "speed" in tables else None
     result["speed"] = speed
     result["latency"] = (

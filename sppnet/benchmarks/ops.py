@@ -4,13 +4,15 @@ For each configuration (regions K, channels C, levels) one feature map Tensor[1,
 conv5 map of a 600 x 800 image at stride 16) and K seeded synthetic proposals are pooled by:
 
 - ``ours``: :func:`sppnet.ops.roi_spp` (paper mapping, max) with its default ``backend="auto"``:
-  the fused numba kernel on CPU (float32), the pure-PyTorch path elsewhere;
+  the fused numba kernel on CPU (float32), the Triton kernel on CUDA (when triton is importable),
+  the pure-PyTorch path elsewhere;
 - ``ours torch``: the same op forced onto its pure-PyTorch path (``backend="torch"``);
 - ``roi_pool``: ``torchvision.ops.roi_pool`` called once per level and concatenated;
 - ``loop``: a Python loop over regions, each window cropped (paper mapping) and pooled by
   ``adaptive_max_pool2d`` per level, as today's PyTorch SPP layers do.
 
-Each is timed forward and forward+backward (gradient of the sum w.r.t. the map), as the median of
+Each is timed forward and forward+backward (gradient of the sum w.r.t. the map; CUDA events on a
+GPU, the wall clock on the CPU), as the median of
 ``repeats`` runs after one warm-up (numba compiles there, or loads its cache; the loop, much slower,
 gets ``loop_repeats`` and no warm-up);
 the methods take turns within every round, in one process, so that a shared machine's changing
@@ -152,17 +154,24 @@ def _interleaved_medians_ms(
     times: dict[str, list[float]] = {name: [] for name in methods}
     for _ in range(repeats):
         for name, fn in methods.items():
-            _sync(device)
-            start = time.perf_counter()
-            fn()
-            _sync(device)
-            times[name].append(time.perf_counter() - start)
-    return {name: 1e3 * statistics.median(t) for name, t in times.items()}
+            times[name].append(time_ms(fn, device))
+    return {name: statistics.median(t) for name, t in times.items()}
 
 
-def _sync(device: torch.device) -> None:
+def time_ms(fn: Callable[[], Any], device: torch.device) -> float:
+    """One run of ``fn`` in ms: CUDA events on a GPU (the GPU time from the first kernel queued
+    to the last one done, after the queue was drained), wall clock on the CPU."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        fn()
+        end.record()
+        end.synchronize()
+        return start.elapsed_time(end)
+    start_s = time.perf_counter()
+    fn()
+    return 1e3 * (time.perf_counter() - start_s)
 
 
 def _forward_backward(pool: Callable[..., Tensor], x: Tensor, *args: Any) -> Callable[[], None]:
