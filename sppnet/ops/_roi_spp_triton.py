@@ -177,9 +177,10 @@ def _max_backward(grad_out: Tensor, arg: Tensor, shape: torch.Size, dtype: torch
     acc = torch.empty(targets, dtype=acc_dtype, device=arg.device)
     block = INTERPRETER_TILE if interpreter_enabled() else BACKWARD_BLOCK
     block = min(block, _next_pow2(targets))
-    _kernels().max_backward[(triton_cdiv(targets, block),)](
+    kernels = _kernels()
+    kernels.max_backward[(triton_cdiv(targets, block),)](
         grad_out.reshape(-1).contiguous(), perm, lo, hi, acc, targets,
-        BLOCK=block, ACC64=acc_dtype == torch.float64,
+        BLOCK=block, ACC=tl_float(kernels, acc_dtype == torch.float64),
     )  # fmt: skip
     return acc.view(n_img, height, width, channels).permute(0, 3, 1, 2).to(dtype)
 

@@ -202,7 +202,7 @@ def _rect_sum(table_ptr, corners, ch, channels, mask):
 @triton.jit
 def max_backward(
     grad_ptr, perm_ptr, lo_ptr, hi_ptr, acc_ptr, targets,
-    BLOCK: tl.constexpr, ACC64: tl.constexpr,
+    BLOCK: tl.constexpr, ACC: tl.constexpr,
 ):  # fmt: skip
     """``acc[t] = sum of grad[perm[s]] for s in [lo[t], hi[t])``, added one by one from 0 in that
     order: each map cell ``t`` (channels-last flat index) sums the output gradients whose arg-max
@@ -212,12 +212,11 @@ def max_backward(
     live = t < targets
     lo = tl.load(lo_ptr + t, mask=live, other=0)
     length = tl.load(hi_ptr + t, mask=live, other=0) - lo
-    acc_dtype = tl.float64 if ACC64 else tl.float32
-    acc = tl.zeros((BLOCK,), dtype=acc_dtype)
+    acc = tl.zeros((BLOCK,), dtype=ACC)
     for s in range(0, tl.max(length, axis=0)):
         on = s < length
         source = tl.load(perm_ptr + lo + s, mask=on, other=0)
-        g = tl.load(grad_ptr + source, mask=on, other=0.0).to(acc_dtype)
+        g = tl.load(grad_ptr + source, mask=on, other=0.0).to(ACC)
         acc = tl.where(on, acc + g, acc)
     tl.store(acc_ptr + t, acc, mask=live)
 

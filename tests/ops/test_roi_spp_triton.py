@@ -304,3 +304,54 @@ def test_cuda_matches_torch_path(dtype, mode, mapping):
     assert_identical(out, want)
     tol = {torch.float32: 1e-5, torch.float16: 2e-3, torch.bfloat16: 2e-2}[dtype]
     torch.testing.assert_close(g1, want_grad, rtol=tol, atol=tol)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(INTERPRETED, reason="needs the compiled mode")
+def test_kernels_compile_for_a_gpu_without_one():
+    """Every kernel goes through Triton's whole compiler (down to an sm_90 cubin, with the ptxas
+    that ships in the triton wheel) without a GPU: what the interpreter cannot check."""
+    import triton
+    import triton.language as tl
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    from sppnet.ops import _triton_kernels as kernels
+
+    def compile_(fn, constants, **types):
+        signature = {name: "constexpr" if name in constants else "i32" for name in fn.arg_names}
+        signature.update(types)
+        compiled = triton.compile(
+            ASTSource(fn, signature, constants), target=GPUTarget("cuda", 90, 32)
+        )
+        assert compiled.asm["cubin"]
+
+    edges = {name: "*i64" for name in ("image_ptr", "rs_ptr", "re_ptr", "cs_ptr", "ce_ptr")}
+    tile = {"N": 6, "RB": 1, "BINS": 64, "CBLOCK": 32}
+    compile_(
+        kernels.max_read_level,
+        {**tile, "WRITE_ARG": True, "CMP": tl.float32},
+        x_ptr="*bf16", out_ptr="*bf16", arg_ptr="*i32", occ_ptr="*i64", **edges,
+    )  # fmt: skip
+    compile_(
+        kernels.max_derive_level,
+        {"N": 3, "M": 6, "RB": 2, "BINS": 16, "CBLOCK": 64, "WRITE_ARG": False, "CMP": tl.float32},
+        out_ptr="*fp16", arg_ptr="*i32", occ_ptr="*i64",
+    )  # fmt: skip
+    compile_(
+        kernels.avg_level,
+        {**tile, "HAS_SPECIAL": True, "BF16": True, "OUT64": False},
+        table_ptr="*fp64", special_ptr="*fp64", out_ptr="*i16", occ_ptr="*i64", **edges,
+    )  # fmt: skip
+    compile_(
+        kernels.max_backward,
+        {"BLOCK": 128, "ACC": tl.float32},
+        grad_ptr="*fp32", perm_ptr="*i64", lo_ptr="*i64", hi_ptr="*i64", acc_ptr="*fp32",
+    )  # fmt: skip
+    entries = ("perm_ptr", "lo_ptr", "hi_ptr", "region_ptr", "column_ptr", "square_ptr")
+    compile_(
+        kernels.avg_backward,
+        {"RBLOCK": 4, "CBLOCK": 256},
+        grad_ptr="*bf16", acc_ptr="*fp64", count_ptr="*i64", sign_ptr="*i64",
+        **{name: "*i64" for name in entries},
+    )  # fmt: skip
