@@ -12,12 +12,22 @@ from typing import Any
 
 import torch
 
-__all__ = ["interleaved_medians", "machine_info", "median_seconds", "synchronize"]
+__all__ = [
+    "interleaved_medians",
+    "machine_info",
+    "median_seconds",
+    "run_seconds",
+    "synchronize",
+]
 
 
-def synchronize(device: torch.device | str | None) -> None:
-    """Wait for the device's queued work (CUDA); a no-op elsewhere."""
-    if device is not None and torch.device(device).type == "cuda":
+def synchronize(device: torch.device | str | None = None) -> None:
+    """Wait for the device's queued work (CUDA; with ``device=None``, any work queued since CUDA
+    was initialised), so that wall-clock times cover it; a no-op elsewhere."""
+    if device is None:
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
+            torch.cuda.synchronize()
+    elif torch.device(device).type == "cuda":
         torch.cuda.synchronize(device)
 
 
@@ -28,7 +38,8 @@ def interleaved_medians(
     warmup: int = 1,
 ) -> dict[str, float]:
     """Median wall seconds of each method over ``repeats`` rounds, the methods taking turns in
-    every round; ``warmup`` untimed rounds first. On CUDA each run is synchronised."""
+    every round; ``warmup`` untimed rounds first. Each run is synchronised with ``device``
+    (see :func:`synchronize`)."""
     if repeats < 1:
         raise ValueError(f"repeats must be >= 1, got {repeats}")
     for _ in range(warmup):
@@ -37,12 +48,27 @@ def interleaved_medians(
     times: dict[str, list[float]] = {name: [] for name in methods}
     for _ in range(repeats):
         for name, fn in methods.items():
-            synchronize(device)
-            start = time.perf_counter()
-            fn()
-            synchronize(device)
-            times[name].append(time.perf_counter() - start)
+            times[name].append(run_seconds(fn, device))
     return {name: statistics.median(t) for name, t in times.items()}
+
+
+def run_seconds(fn: Callable[[], Any], device: torch.device | str | None = None) -> float:
+    """Seconds of one run of ``fn``: CUDA events on a CUDA ``device`` (the GPU time from the
+    first kernel queued to the last one done, after the queue was drained), else the wall clock
+    around it (synchronised as :func:`synchronize`)."""
+    if device is not None and torch.device(device).type == "cuda":
+        torch.cuda.synchronize(device)
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        fn()
+        end.record()
+        end.synchronize()
+        return start.elapsed_time(end) / 1e3
+    synchronize(device)
+    begin = time.perf_counter()
+    fn()
+    synchronize(device)
+    return time.perf_counter() - begin
 
 
 def median_seconds(fn: Callable[[], Any], repeats: int, warmup: int = 1) -> float:

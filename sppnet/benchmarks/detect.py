@@ -104,6 +104,9 @@ def run_benchmark(
     image = benchmark_image(settings.image_size)
     windows, ss_info = benchmark_windows(image, settings.windows, settings.seed)
     result["selective_search"] = ss_info
+    image, windows = image.to(settings.device), windows.to(settings.device)
+    if detector is not None:
+        detector = detector.to(settings.device)
     speed = speed_table(image, windows, settings, log) if "speed" in tables else None
     result["speed"] = speed
     result["latency"] = (

@@ -29,7 +29,7 @@ def _torchvision_latency(name: str, image: Tensor, settings: BenchSettings) -> f
     import torchvision
 
     builder = getattr(torchvision.models.detection, name)
-    model = builder(weights=None, weights_backbone=None).eval()
+    model = builder(weights=None, weights_backbone=None).eval().to(settings.device)
     x = image.float() / 255
     return settings_median(lambda: model([x]), settings)
 

@@ -90,6 +90,8 @@ class BenchSettings:
         torchvision: the torchvision detection models to time beside it.
         latency_target_s: the target the latency table is compared with (seconds per image).
         seed: seed of the random weights and of the jittered windows.
+        device: torch device the networks run on (``"cpu"``, ``"cuda"``, ``"cuda:1"``);
+            selective search runs on the CPU.
     """
 
     image_size: tuple[int, int] = (375, 500)
@@ -118,6 +120,7 @@ class BenchSettings:
     torchvision: tuple[str, ...] = TORCHVISION_MODELS
     latency_target_s: float = 0.5
     seed: int = 0
+    device: str = "cpu"
 
 
 #: A sub-minute version for tests and smoke runs: a small image, 200 windows, small fc layers.
@@ -233,13 +236,14 @@ def paper_network(settings: BenchSettings, num_classes: int = 20) -> SPPNetDetec
         scales=(settings.scale,),
         num_classes=num_classes,
     )
-    return SPPNetDetector(config).eval()
+    return SPPNetDetector(config).eval().to(settings.device)
 
 
 def demo_network(settings: BenchSettings) -> SPPNetDetector:
     """The latency table's small network with random weights (timing only)."""
     torch.manual_seed(settings.seed)
-    return SPPNetDetector(preset(settings.demo_preset, backbone_weights=None)).eval()
+    network = SPPNetDetector(preset(settings.demo_preset, backbone_weights=None))
+    return network.eval().to(settings.device)
 
 
 def settings_dict(settings: BenchSettings) -> dict[str, Any]:

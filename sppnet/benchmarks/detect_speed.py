@@ -10,6 +10,7 @@ from typing import Any
 
 from torch import Tensor
 
+from sppnet.benchmarks._timing import synchronize
 from sppnet.benchmarks.detect_settings import (
     BenchSettings,
     paper_network,
@@ -37,14 +38,18 @@ def _row(conv: float, pool: float, fc: float) -> dict[str, float]:
 
 def _rcnn_conv(rcnn: RCNNDetector, image: Tensor, windows: Tensor) -> tuple[float, list[Tensor]]:
     """Seconds of R-CNN's conv stage (normalise, warp, trunk) for these windows, and the maps."""
+    synchronize()
     start = time.perf_counter()
     maps = list(rcnn.conv_windows(rcnn.normalize(image), windows))
+    synchronize()
     return time.perf_counter() - start, maps
 
 
 def _seconds(fn: Callable[[], Any]) -> float:
+    synchronize()
     start = time.perf_counter()
     fn()
+    synchronize()
     return time.perf_counter() - start
 
 

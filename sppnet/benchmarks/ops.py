@@ -4,13 +4,15 @@ For each configuration (regions K, channels C, levels) one feature map Tensor[1,
 conv5 map of a 600 x 800 image at stride 16) and K seeded synthetic proposals are pooled by:
 
 - ``ours``: :func:`sppnet.ops.roi_spp` (paper mapping, max) with its default ``backend="auto"``:
-  the fused numba kernel on CPU (float32), the pure-PyTorch path elsewhere;
+  the fused numba kernel on CPU (float32), the Triton kernel on CUDA (when triton is importable),
+  the pure-PyTorch path elsewhere;
 - ``ours torch``: the same op forced onto its pure-PyTorch path (``backend="torch"``);
 - ``roi_pool``: ``torchvision.ops.roi_pool`` called once per level and concatenated;
 - ``loop``: a Python loop over regions, each window cropped (paper mapping) and pooled by
   ``adaptive_max_pool2d`` per level, as today's PyTorch SPP layers do.
 
-Each is timed forward and forward+backward (gradient of the sum w.r.t. the map), as the median of
+Each is timed forward and forward+backward (gradient of the sum w.r.t. the map; CUDA events on a
+GPU, the wall clock on the CPU), as the median of
 ``repeats`` runs after one warm-up (numba compiles there, or loads its cache; the loop, much slower,
 gets ``loop_repeats`` and no warm-up);
 the methods take turns within every round, in one process, so that a shared machine's changing
@@ -30,8 +32,6 @@ scratch of a few hundred KB; CUDA: the allocator's peak).
 from __future__ import annotations
 
 import math
-import statistics
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -41,6 +41,7 @@ import torch.nn.functional as F
 import torchvision
 from torch import Tensor
 
+from sppnet.benchmarks._timing import interleaved_medians
 from sppnet.ops import roi_spp
 from sppnet.ops._bins import paper_window
 from sppnet.ops.roi_spp import resolve_backend
@@ -144,25 +145,9 @@ def _loop(x: Tensor, boxes: Tensor, levels: tuple[int, ...]) -> Tensor:
 def _interleaved_medians_ms(
     methods: dict[str, Callable[[], Any]], repeats: int, device: torch.device, warmup: bool = True
 ) -> dict[str, float]:
-    """Median wall time of each method in ms, the methods taking turns in every round so that a
-    shared machine's load changes hit them alike."""
-    if warmup:
-        for fn in methods.values():
-            fn()
-    times: dict[str, list[float]] = {name: [] for name in methods}
-    for _ in range(repeats):
-        for name, fn in methods.items():
-            _sync(device)
-            start = time.perf_counter()
-            fn()
-            _sync(device)
-            times[name].append(time.perf_counter() - start)
-    return {name: 1e3 * statistics.median(t) for name, t in times.items()}
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+    """:func:`~sppnet.benchmarks._timing.interleaved_medians` in ms."""
+    seconds = interleaved_medians(methods, repeats, device, warmup=int(warmup))
+    return {name: 1e3 * s for name, s in seconds.items()}
 
 
 def _forward_backward(pool: Callable[..., Tensor], x: Tensor, *args: Any) -> Callable[[], None]:

@@ -55,6 +55,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--repeats", type=int, help="timed runs per figure; the median (3)")
     parser.add_argument("--threads", type=int, help="torch threads (default: torch's)")
+    parser.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:N (cpu)")
     parser.add_argument(
         "--no-torchvision", action="store_true", help="leave torchvision's models out"
     )
@@ -114,6 +115,16 @@ def run(args: argparse.Namespace) -> int:
         changes["repeats"] = args.repeats
     if args.no_torchvision:
         changes["torchvision"] = ()
+    if args.device != "cpu":
+        try:
+            device = torch.device(args.device)
+        except RuntimeError as err:
+            print(f"sppnet bench detect: --device: {err}", file=sys.stderr)
+            return 2
+        if device.type == "cuda" and not torch.cuda.is_available():
+            print("sppnet bench detect: --device cuda but no CUDA GPU is visible", file=sys.stderr)
+            return 2
+        changes["device"] = args.device
     if changes:
         settings = replace(settings, **changes)
     if args.threads is not None:

@@ -17,6 +17,9 @@ Examples::
     OMP_WAIT_POLICY=PASSIVE sppnet bench ops --json runs/bench_ops.json
     sppnet bench ops --quick
     sppnet bench ops --regions 2000 --channels 256 --repeats 7
+    sppnet bench ops --device cuda --loop-max-regions 2000 --json runs/bench_ops_cuda.json
+
+On CUDA "ours" is the Triton kernel (``backend="auto"``) and times come from CUDA events.
 """
 
 from __future__ import annotations
@@ -70,11 +73,19 @@ def run(args: argparse.Namespace) -> int:
             print(f"--levels: expected comma-separated ints, got {args.levels}", file=sys.stderr)
             return 2
     settings = replace(settings, **{k: v for k, v in overrides.items() if v is not None})
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        print("sppnet bench ops: --device cuda but no CUDA GPU is visible", file=sys.stderr)
+        return 2
     settings = replace(settings, device=args.device)
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     result = run_benchmark(settings, progress=lambda msg: print(f"[bench ops] {msg}", flush=True))
-    print(f"\ntorch threads: {torch.get_num_threads()}, device: {settings.device}; times in ms")
+    ours = result["settings"]["ours_backend"]
+    print(
+        f"\ntorch threads: {torch.get_num_threads()}, device: {settings.device}, "
+        f"ours = backend {ours!r}, ours torch = backend 'torch'; times in ms"
+        + (" (CUDA events)" if settings.device.startswith("cuda") else "")
+    )
     print(format_table(result))
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)

@@ -10,7 +10,7 @@ from torch import Tensor
 
 MODES = ("max", "avg")
 MAPPINGS = ("paper", "round")
-BACKENDS = ("auto", "torch", "numba")
+BACKENDS = ("auto", "torch", "numba", "triton")
 
 
 def check_input(input: Tensor, fn: str) -> None:

@@ -154,8 +154,9 @@ def roi_spp(
         spatial_scale: feature cells per input pixel, ``1/S`` (> 0).
         mode: ``"max"`` or ``"avg"``.
         mapping: ``"paper"`` or ``"round"`` (see above).
-        backend: ``"auto"``, ``"torch"`` or ``"numba"`` (see :func:`resolve_backend`); both
-            give the same values and gradients bit for bit.
+        backend: ``"auto"``, ``"torch"``, ``"numba"`` or ``"triton"`` (see
+            :func:`resolve_backend`); all give the same values and gradients (bit for bit but for
+            the documented exceptions, see docs/ops.md).
 
     Returns:
         Tensor[K, C * sum(n*n for n in levels)] of ``input``'s dtype: levels in the given order,
@@ -170,36 +171,70 @@ def roi_spp(
     spatial_scale = check_spatial_scale(spatial_scale, _FN)
     mode = check_mode(mode, _FN)
     mapping = check_mapping(mapping, _FN)
-    use_numba = resolve_backend(input, check_backend(backend, _FN)) == "numba"
+    kernel = resolve_backend(input, check_backend(backend, _FN))
     image, coords = boxes_to_rois(boxes, input.shape[0], input.device)
     if mapping == "round":
         # roi_pool does its arithmetic in the input's dtype (its `T`); 16-bit inputs use float32.
         arith = input.dtype if input.dtype in (torch.float32, torch.float64) else torch.float32
         coords = coords.to(arith)
-    if use_numba:
+    if kernel == "numba":
         from sppnet.ops._roi_spp_numba import RoISPPNumbaFunction
 
         function = RoISPPNumbaFunction
+    elif kernel == "triton":
+        from sppnet.ops._roi_spp_triton import RoISPPTritonFunction
+
+        function = RoISPPTritonFunction
     else:
         function = RoISPPFunction
-    return function.apply(input, image, coords, levels, spatial_scale, mode, mapping)
+    args = (input, image, coords, levels, spatial_scale, mode, mapping)
+    device_type = input.device.type
+    if _autocast_enabled(device_type):
+        # Autocast policy: pool in the map's own dtype, whatever autocast would pick for the ops
+        # inside. Max is exact in any dtype; avg sums in a float64 (MPS: float32) integral image.
+        with torch.autocast(device_type, enabled=False):
+            return function.apply(*args)
+    return function.apply(*args)
+
+
+def _autocast_enabled(device_type: str) -> bool:
+    try:
+        return torch.is_autocast_enabled(device_type)
+    except RuntimeError:  # a device type autocast does not know (e.g. meta)
+        return False
 
 
 def resolve_backend(input: Tensor, backend: str) -> str:
-    """The kernel that pools ``input``: ``"torch"`` or ``"numba"``.
+    """The kernel that pools ``input``: ``"torch"``, ``"numba"`` or ``"triton"``.
 
     ``"numba"`` is the fused CPU kernel (:mod:`sppnet.ops._roi_spp_numba`): CPU float32 and
-    float64 tensors only; asking for it with anything else raises ValueError. ``"torch"`` is the
-    pure-PyTorch path, for every device and dtype. ``"auto"`` picks numba for a CPU float32 or
-    float64 input when numba is importable and the call is not being traced, scripted or
-    compiled (numba kernels are opaque to ``torch.jit``/``torch.compile``), and torch otherwise
-    (CUDA, MPS, float16, bfloat16).
+    float64 tensors only. ``"triton"`` is the Triton kernel (:mod:`sppnet.ops._roi_spp_triton`):
+    CUDA float32, float16, bfloat16 and float64 tensors, or CPU ones under Triton's interpreter
+    (``TRITON_INTERPRET=1``), with triton importable. Asking for either with anything else raises
+    ValueError. ``"torch"`` is the pure-PyTorch path, for every device and dtype. ``"auto"``, when
+    the call is not being traced, scripted or compiled (the kernels are opaque to
+    ``torch.jit``/``torch.compile``), picks triton for a CUDA input it supports, numba for a CPU
+    float32 or float64 input when numba is importable, and torch otherwise (MPS, CPU float16 and
+    bfloat16, CUDA without triton).
 
     Raises:
-        ValueError: ``backend="numba"`` for an input that is not a CPU float32/float64 tensor.
+        ValueError: ``backend="numba"`` or ``"triton"`` for an input that kernel cannot pool.
     """
+    from sppnet.ops._roi_spp_triton import triton_available, triton_supports
+
     if backend == "torch":
         return "torch"
+    if backend == "triton":
+        if not triton_supports(input):
+            missing = "" if triton_available() else " (triton is not installed)"
+            raise ValueError(
+                f"{_FN}: backend='triton' needs a CUDA float32, float16, bfloat16 or float64 "
+                f"input{missing}, got {input.dtype} on {input.device} (CPU tensors only under "
+                "TRITON_INTERPRET=1); use backend='torch' or 'auto'"
+            )
+        return "triton"
+    if backend == "auto" and input.device.type == "cuda":
+        return "triton" if triton_supports(input) and not _is_tracing() else "torch"
     supported = input.device.type == "cpu" and input.dtype in (torch.float32, torch.float64)
     if backend == "numba":
         if not supported:
@@ -226,7 +261,8 @@ class RoISpatialPyramidPooling(nn.Module):
         spatial_scale: feature cells per input pixel, ``1/S``.
         mode: ``"max"`` or ``"avg"``.
         mapping: ``"paper"`` or ``"round"``.
-        backend: ``"auto"``, ``"torch"`` or ``"numba"`` (see :func:`resolve_backend`).
+        backend: ``"auto"``, ``"torch"``, ``"numba"`` or ``"triton"`` (see
+            :func:`resolve_backend`).
     """
 
     def __init__(
@@ -244,12 +280,15 @@ class RoISpatialPyramidPooling(nn.Module):
         self.mode = check_mode(mode, name)
         self.mapping = check_mapping(mapping, name)
         self.backend = check_backend(backend, name)
+        # The kernel the latest forward call ran (what "auto" resolved to), shown by repr.
+        self.last_backend: str | None = None
 
     def output_size(self, channels: int) -> int:
         """Length of each region's vector for a ``channels``-channel map: ``C * sum(n*n)``."""
         return channels * num_bins(self.levels)
 
     def forward(self, input: Tensor, boxes: Tensor | Sequence[Tensor]) -> Tensor:
+        self.last_backend = resolve_backend(input, self.backend)
         return roi_spp(
             input, boxes, self.levels, self.spatial_scale, self.mode, self.mapping, self.backend
         )
@@ -258,4 +297,5 @@ class RoISpatialPyramidPooling(nn.Module):
         return (
             f"levels={self.levels}, spatial_scale={self.spatial_scale:g}, mode={self.mode!r}, "
             f"mapping={self.mapping!r}, backend={self.backend!r}, bins={num_bins(self.levels)}"
+            + ("" if self.last_backend is None else f", last_backend={self.last_backend!r}")
         )

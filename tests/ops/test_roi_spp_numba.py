@@ -200,7 +200,7 @@ def test_torch_backend_is_honoured(monkeypatch):
 def test_cuda_input_uses_the_torch_path():
     x = torch.randn(1, 2, 5, 5, device="cuda")
     boxes = torch.tensor([[0, 0, 0, 64, 64.0]], device="cuda")
-    assert resolve_backend(x, "auto") == "torch"
+    assert resolve_backend(x, "auto") in ("torch", "triton")  # triton when importable
     with pytest.raises(ValueError, match="backend='numba'"):
         roi_spp(x, boxes, backend="numba")
 
