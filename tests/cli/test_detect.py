@@ -7,12 +7,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
+from factories import tiny_detector
 from PIL import Image
 
 from sppnet.cli.main import main
-from sppnet.config import DetectorConfig
-from sppnet.models.detector import SPPNetDetector
 
 CAT_CLASSES = {"tabby", "tiger cat", "Persian cat", "Siamese cat", "Egyptian cat"}
 
@@ -32,20 +30,16 @@ def _photo(path: Path, height: int, width: int, seed: int = 0) -> Path:
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A small detector (random weights) saved as ``sppnet train`` saves one."""
-    torch.manual_seed(0)
-    config = DetectorConfig(
-        num_classes=2,
+    detector = tiny_detector(
         class_names=["square", "blob"],
-        backbone="small",
-        backbone_weights=None,
-        levels=(2, 1),
+        backbone_kwargs={},
         scales=(96,),
-        max_size=400,
         fc_dims=(16, 16),
         score_threshold=0.0,
+        target_side=224.0,
     )
     folder = tmp_path_factory.mktemp("weights") / "model"
-    SPPNetDetector(config).save_pretrained(folder)
+    detector.save_pretrained(folder)
     return folder
 
 

@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 import torch
+from factories import tiny_detector
 
 from sppnet.config import DetectorConfig, TrainingConfig
 from sppnet.engine.detection import (
@@ -18,20 +19,7 @@ from sppnet.ops.boxes import box_iou
 
 
 def _small_detector(**overrides) -> SPPNetDetector:
-    torch.manual_seed(0)
-    cfg = dict(
-        num_classes=2,
-        backbone="small",
-        backbone_kwargs={"channels": [8, 8, 16]},
-        backbone_weights=None,
-        levels=(2, 1),
-        scales=(64,),
-        fc_dims=(16,),
-        max_size=200,
-        target_side=48.0,
-    )
-    cfg.update(overrides)
-    return SPPNetDetector(DetectorConfig(**cfg)).eval()
+    return tiny_detector(**{"max_size": 200, **overrides})
 
 
 def _toy_set(n=3, seed=0):

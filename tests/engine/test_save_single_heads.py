@@ -1,8 +1,8 @@
 """save_single_heads (sppnet.engine.detection.run): the heads a config does not name."""
 
 import torch
+from factories import tiny_detector
 
-from sppnet.config import DetectorConfig
 from sppnet.engine.detection.run import save_single_heads
 from sppnet.models import SPPNetDetector
 from sppnet.models.heads import SoftmaxHead
@@ -11,18 +11,7 @@ from sppnet.models.svm import LinearSVMs
 
 
 def _detector(scoring: str) -> SPPNetDetector:
-    torch.manual_seed(0)
-    config = DetectorConfig(
-        num_classes=2,
-        backbone="small",
-        backbone_kwargs={"channels": [8, 8, 16]},
-        backbone_weights=None,
-        levels=(2, 1),
-        scales=(64,),
-        fc_dims=(16,),
-        scoring=scoring,
-    )
-    return SPPNetDetector(config).eval()
+    return tiny_detector(max_size=2000, target_side=224.0, scoring=scoring)
 
 
 def _heads() -> dict:

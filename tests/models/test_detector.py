@@ -1,5 +1,6 @@
 import pytest
 import torch
+from factories import tiny_detector
 
 from sppnet.config import DetectorConfig, preset
 from sppnet.engine.checkpoint import CheckpointError
@@ -12,21 +13,8 @@ from sppnet.ops import roi_spp
 
 
 def _detector(**overrides) -> SPPNetDetector:
-    torch.manual_seed(0)
-    cfg = dict(
-        num_classes=3,
-        backbone="small",
-        backbone_kwargs={"channels": [8, 8, 16]},
-        backbone_weights=None,
-        levels=(2, 1),
-        scales=(96,),
-        fc_dims=(16, 16),
-        score_threshold=0.0,
-        max_size=400,
-        target_side=64.0,
-    )
-    cfg.update(overrides)
-    return SPPNetDetector(DetectorConfig(**cfg)).eval()
+    settings = dict(num_classes=3, scales=(96,), fc_dims=(16, 16), score_threshold=0.0)
+    return tiny_detector(**{**settings, "target_side": 64.0, **overrides})
 
 
 def _image(h=80, w=120, seed=0):

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
+from factories import tiny_detector
 
-from sppnet.config import DetectorConfig
 from sppnet.models.detector import SPPNetDetector
 from sppnet.models.rcnn import RCNNDetector
 from sppnet.ops import spp
@@ -14,18 +14,14 @@ SIZE = 32  # the warped window's side in these tests
 
 
 def _detector(box_regression: bool = False) -> SPPNetDetector:
-    torch.manual_seed(0)
-    config = DetectorConfig(
+    return tiny_detector(
         num_classes=3,
-        backbone="small",
-        backbone_weights=None,
-        levels=(2, 1),
+        backbone_kwargs={},
         scales=(SIZE,),
-        max_size=400,
         fc_dims=(16, 16),
+        target_side=224.0,
         box_regression=box_regression,
     )
-    return SPPNetDetector(config).eval()
 
 
 def _image(height: int, width: int, seed: int = 1) -> torch.Tensor:
