@@ -17,7 +17,8 @@ parsed as YAML: ``--set train.epochs_fc=3 --set model.scales=[480,600]``).
 
 Output (``--output DIR``): ``DIR/model`` (the trained detector: ``model.safetensors`` +
 ``config.json``, loadable with ``SPPNetDetector.from_pretrained``), ``DIR/<stage>/`` (each gradient
-stage's checkpoints and ``log.jsonl``), ``DIR/train_summary.json``. ``--resume`` continues an
+stage's checkpoints and ``log.jsonl``), ``DIR/train_summary.json``, ``DIR/tb/`` (TensorBoard event
+files of the gradient stages; ``--no-tensorboard`` turns them off). ``--resume`` continues an
 interrupted run from its last checkpoints.
 
 The work is :func:`sppnet.engine.detection.run.train_from_config`; this module parses and prints.
@@ -51,6 +52,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--resume", action="store_true", help="continue from the checkpoints")
     parser.add_argument("--workers", type=int, default=None, help="proposal worker processes")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    parser.add_argument(
+        "--no-tensorboard", action="store_true", help="write no TensorBoard logs (OUTPUT/tb)"
+    )
     parser.add_argument("--json", metavar="PATH", help="also write the training summary here")
 
 
@@ -74,6 +78,7 @@ def run(args: argparse.Namespace) -> int:
             resume=args.resume,
             workers=args.workers,
             progress=not args.no_progress,
+            tensorboard=not args.no_tensorboard,
         ).summary
     except TrainingInterrupted as stop:
         print(f"sppnet train: {stop}", file=sys.stderr)

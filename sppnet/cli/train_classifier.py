@@ -80,6 +80,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
     parser.add_argument("--checkpoint-every", type=int, default=0, help="steps (0: per epoch)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument(
+        "--no-tensorboard", action="store_true", help="write no TensorBoard logs (OUTPUT_DIR/tb)"
+    )
     parser.add_argument("--json", type=Path, help="also write the results JSON here")
 
 
@@ -177,7 +180,7 @@ def _datasets(args: argparse.Namespace) -> dict[str, Any]:
 
 def run(args: argparse.Namespace) -> int:
     from sppnet.data.errors import ImageReadError
-    from sppnet.engine import LoopConfig, Trainer, TrainingInterrupted
+    from sppnet.engine import LoopConfig, Trainer, TrainingInterrupted, get_world_size
     from sppnet.engine.classification import (
         MultiSizeCollate,
         classification_step,
@@ -185,6 +188,7 @@ def run(args: argparse.Namespace) -> int:
         make_optimizer,
         parse_sizes,
     )
+    from sppnet.engine.tensorboard import TensorBoardLogger, write_scalars
     from sppnet.models import SPPNetClassifier, WeightsError, WeightsNotFoundError, create_backbone
     from sppnet.utils.atomic import atomic_write_json
     from sppnet.utils.seed import seed_everything
@@ -224,6 +228,14 @@ def run(args: argparse.Namespace) -> int:
         "train_sizes": sizes,
         "size_policy": args.size_policy,
     }
+    tb_dir = Path(args.output_dir) / "tb"
+    tb_hooks = (
+        []
+        if args.no_tensorboard
+        else [
+            TensorBoardLogger(tb_dir, "classifier", {"images": args.batch_size * get_world_size()})
+        ]
+    )
     try:
         trainer = Trainer(
             model,
@@ -244,6 +256,7 @@ def run(args: argparse.Namespace) -> int:
             scheduler=scheduler,
             collate_fn=collate,
             model_config=model_config,
+            hooks=tb_hooks,
         )
         result = trainer.fit()
     except TrainingInterrupted as stop:
@@ -253,6 +266,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     test = data["evaluate"](trainer.model, mean, std)
+    if not args.no_tensorboard and trainer.is_main_process:
+        accuracy = {f"eval/accuracy_{k}": v["accuracy"] for k, v in test.items()}
+        write_scalars(tb_dir, accuracy, result.step)
     results = {
         "data": str(args.data),
         "classes": list(data["classes"]),

@@ -39,6 +39,9 @@ class HookBase:
         """Called after each step; ``trainer.step`` is already incremented and ``values`` holds
         the step's losses averaged over ranks (and ``grad_norm`` when clipping)."""
 
+    def after_epoch(self, epoch: int, metrics: dict[str, float]) -> None:
+        """Called after epoch ``epoch`` (0-based) with what ``on_epoch_end`` returned."""
+
     def after_train(self) -> None:
         """Called once, after the last step (not when training stops on an exception)."""
 

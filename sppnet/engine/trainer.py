@@ -234,6 +234,7 @@ class Trainer:
         self._stop_now = False
         self._params: list[torch.Tensor] = []
         self.bar: Any = None
+        self._active_hooks: list[HookBase] = []
         self._sampler = DistributedSampler(
             dataset,  # type: ignore[arg-type]
             num_replicas=self.world_size,
@@ -386,6 +387,7 @@ class Trainer:
         resumed_from = self._prepare_output()
         self._wrap_for_training()
         logger, hooks = self._hooks()
+        self._active_hooks = hooks
         self.bar = tqdm(
             total=self.total_steps,
             initial=self.step,
@@ -506,6 +508,8 @@ class Trainer:
         finally:
             restore_rng_state(rng)
         if extra:
+            for hook in self._active_hooks:
+                hook.after_epoch(epoch, dict(extra))
             self.write_log({"step": self.step, "epoch": epoch, "event": "epoch_end", **extra})
             self.log(f"epoch {epoch}: " + ", ".join(f"{k}={v}" for k, v in extra.items()))
 

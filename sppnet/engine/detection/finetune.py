@@ -24,7 +24,9 @@ from sppnet.config import TrainingConfig
 from sppnet.engine.detection.cache import FeatureCache
 from sppnet.engine.detection.data import DetectionSet
 from sppnet.engine.detection.stage_log import StageLog
+from sppnet.engine.distributed import get_world_size
 from sppnet.engine.prefix_cache import TrunkPrefixCache
+from sppnet.engine.tensorboard import TensorBoardLogger
 from sppnet.engine.trainer import LoopConfig, Trainer
 from sppnet.models.detector import SPPNetDetector
 from sppnet.models.heads import SoftmaxHead
@@ -89,6 +91,20 @@ def _read_log(path: Path) -> list[dict[str, float]]:
     return records
 
 
+def _tensorboard_hooks(
+    name: str, cfg: TrainingConfig, tensorboard_dir: Path | None
+) -> list[TensorBoardLogger]:
+    if tensorboard_dir is None:
+        return []
+    world = get_world_size()
+    # Windows per step are nominal: an image with too few candidates gives fewer.
+    counts = {
+        "images": cfg.images_per_batch * world,
+        "windows": cfg.windows_per_batch * world,
+    }
+    return [TensorBoardLogger(tensorboard_dir, name, counts)]
+
+
 def _fit(
     name: str,
     detector: SPPNetDetector,
@@ -100,10 +116,12 @@ def _fit(
     output_dir: str | os.PathLike[str],
     resume: bool,
     progress: bool,
+    tensorboard_dir: Path | None = None,
 ) -> StageLog:
     """Run one gradient stage on :class:`~sppnet.engine.trainer.Trainer` (checkpoints under
-    ``output_dir/name``, resume, SIGINT, non-finite loss); SGD with momentum and weight decay,
-    learning rates divided by 10 after ``lr_decay_at`` of the steps."""
+    ``output_dir/name``, resume, SIGINT, non-finite loss; TensorBoard scalars tagged ``name/...``
+    in ``tensorboard_dir`` when given); SGD with momentum and weight decay, learning rates
+    divided by 10 after ``lr_decay_at`` of the steps."""
     log = StageLog(name)
     start = time.perf_counter()
     params = [p for g in param_groups for p in g["params"]]
@@ -131,6 +149,7 @@ def _fit(
         ),
         collate_fn=_as_list,
         model_config=detector.checkpoint_config(),
+        hooks=_tensorboard_hooks(name, cfg, tensorboard_dir),
     )
     decay_step = max(1, math.ceil(cfg.lr_decay_at * trainer.total_steps))
     trainer.scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, [decay_step], gamma=0.1)
@@ -192,6 +211,7 @@ def finetune_fc(
     output_dir: str | os.PathLike[str],
     resume: bool = False,
     progress: bool = False,
+    tensorboard_dir: Path | None = None,
 ) -> StageLog:
     """Fine-tune fc6/fc7/fc8 on cached conv maps (trunk frozen), the paper's way.
 
@@ -221,6 +241,7 @@ def finetune_fc(
         output_dir,
         resume,
         progress,
+        tensorboard_dir,
     )
 
 
@@ -244,6 +265,7 @@ def finetune_end_to_end(
     resume: bool = False,
     progress: bool = False,
     trunk_cache: TrunkPrefixCache | None = None,
+    tensorboard_dir: Path | None = None,
 ) -> StageLog:
     """Fine-tune the trunk too, back-propagating through ``roi_spp`` (beyond the paper).
 
@@ -289,6 +311,7 @@ def finetune_end_to_end(
         output_dir,
         resume,
         progress,
+        tensorboard_dir,
     )
     log.info["trunk_parameters"] = sum(p.numel() for p in trunk)
     log.info["trunk_cache"] = cache_note

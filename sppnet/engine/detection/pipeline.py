@@ -51,6 +51,8 @@ class TrainingRun:
     output_dir: Path
     resume: bool = False
     progress: bool = False
+    #: Where the gradient stages write TensorBoard scalars (None: they do not).
+    tensorboard_dir: Path | None = None
     heads: TrainedHeads = field(default_factory=TrainedHeads)
     #: The frozen-prefix cache (end-to-end runs only); serves the conv-map caches too.
     trunk: TrunkPrefixCache | None = None
@@ -78,14 +80,28 @@ class TrainingRun:
 
 def _finetune_fc(run: TrainingRun) -> None:
     log = finetune_fc(
-        run.detector, run.data, run.features(), run.cfg, run.output_dir, run.resume, run.progress
+        run.detector,
+        run.data,
+        run.features(),
+        run.cfg,
+        run.output_dir,
+        run.resume,
+        run.progress,
+        run.tensorboard_dir,
     )
     run.heads.logs.append(log)
 
 
 def _end_to_end(run: TrainingRun) -> None:
     log = finetune_end_to_end(
-        run.detector, run.data, run.cfg, run.output_dir, run.resume, run.progress, run.trunk
+        run.detector,
+        run.data,
+        run.cfg,
+        run.output_dir,
+        run.resume,
+        run.progress,
+        run.trunk,
+        run.tensorboard_dir,
     )
     run.heads.logs.append(log)
     run.trunk_changed()
@@ -119,6 +135,7 @@ def train_detector(
     output_dir: str | os.PathLike[str],
     resume: bool = False,
     progress: bool = False,
+    tensorboard_dir: str | os.PathLike[str] | None = None,
 ) -> TrainedHeads:
     """Run the stages ``cfg.stages`` names, in the paper's order.
 
@@ -126,6 +143,8 @@ def train_detector(
     there (a finished stage is restored, not re-run). Leaves ``detector`` in eval mode with the
     head its ``config.scoring`` names installed (the SVMs when ``scoring == "svm"``, both fused
     for ``"softmax+svm"``, else fc8).
+    With ``tensorboard_dir`` the gradient stages write TensorBoard scalars there
+    (:class:`~sppnet.engine.tensorboard.TensorBoardLogger`, tags ``<stage>/<name>``).
     Returns both heads and the logs.
     """
     torch.manual_seed(cfg.seed)
@@ -136,7 +155,8 @@ def train_detector(
         device = next(detector.parameters()).device
         fc8 = SoftmaxHead(detector.representation_size, detector.config.num_classes)
         detector.set_box_predictor(fc8.to(device))
-    run = TrainingRun(detector, data, cfg, Path(output_dir), resume, progress)
+    tb = None if tensorboard_dir is None else Path(tensorboard_dir)
+    run = TrainingRun(detector, data, cfg, Path(output_dir), resume, progress, tb)
     if "end_to_end" in cfg.stages:
         run.trunk = trunk_prefix_cache(detector, data, cfg)[0]
     for name, stage in STAGES.items():

@@ -7,6 +7,7 @@ Output folder::
     OUT/model_<head>/       the same network with each other single head trained ("softmax",
                             "svm"), so that evaluation can compare them
     OUT/<stage>/            each gradient stage's checkpoints and log.jsonl
+    OUT/tb/                 TensorBoard event files of the gradient stages (tags <stage>/...)
     OUT/train_summary.json  format "sppnet-train": config, data sizes, seconds, stage logs
     OUT/fingerprint.json    the settings the model was trained with (for ``reuse``)
 """
@@ -29,6 +30,7 @@ from sppnet.config import ExperimentConfig
 from sppnet.engine.detection.build import load_split
 from sppnet.engine.detection.data import DetectionSet
 from sppnet.engine.detection.pipeline import train_detector
+from sppnet.engine.distributed import is_main_process
 from sppnet.io import CheckpointError
 from sppnet.models.detector import SPPNetDetector
 from sppnet.models.score_fusion import SoftmaxSVMFusion
@@ -109,6 +111,7 @@ def train_from_config(
     reuse: bool = False,
     workers: int | None = None,
     progress: bool = True,
+    tensorboard: bool = True,
 ) -> TrainResult:
     """Build, train and save a detector (see the module docstring for the output).
 
@@ -122,6 +125,7 @@ def train_from_config(
             ``model`` and ``train`` settings (``fingerprint.json``), instead of training again.
         workers: proposal worker processes (for missing proposals).
         progress: progress bars.
+        tensorboard: write TensorBoard event files to ``output/tb`` (rank 0).
     """
     output = Path(output)
     fingerprint = _fingerprint(config)
@@ -142,8 +146,15 @@ def train_from_config(
     t_data = time.perf_counter() - start
     torch.manual_seed(config.train.seed)
     detector = SPPNetDetector(config.model)
+    tb_dir = output / "tb" if tensorboard and is_main_process() else None
     trained = train_detector(
-        detector, train, config.train, output, resume=resume, progress=progress
+        detector,
+        train,
+        config.train,
+        output,
+        resume=resume,
+        progress=progress,
+        tensorboard_dir=tb_dir,
     )
     detector.save_pretrained(output / "model")
     heads: dict[str, nn.Module] = {}
