@@ -1,12 +1,13 @@
 """Fused CPU kernels of RoI spatial pyramid pooling, compiled by numba (the ``"numba"`` backend).
 
-The max forward kernel lives in :mod:`sppnet.ops._numba_max`. Every kernel reproduces the pure-PyTorch path of :mod:`sppnet.ops._roi_spp_autograd` value for
-value, including the order of floating-point operations wherever it matters (the integral image
-of avg pooling, the accumulation order of both backward passes), so the two backends agree bit
-for bit. Each kernel takes a range of regions (or, backward, of channels) and releases the GIL, so
-the ranges run in parallel on a thread pool (:mod:`sppnet.ops._roi_spp_numba`; numba's own
-``prange`` compiled several times slower and ran no faster here). The channel loop is innermost,
-over a channels-last copy of the map, so each comparison or sum moves a contiguous C-vector.
+The max forward kernel lives in :mod:`sppnet.ops._numba_max`. Every kernel reproduces the pure-
+PyTorch path of :mod:`sppnet.ops._roi_spp_autograd` value for value, including the order of
+floating-point operations wherever it matters (the integral image of avg pooling, the accumulation
+order of both backward passes), so the two backends agree bit for bit. Each kernel takes a range of
+regions (or, backward, of channels) and releases the GIL, so the ranges run in parallel on a thread
+pool (:mod:`sppnet.ops._roi_spp_numba`; numba's own ``prange`` compiled several times slower and
+ran no faster here). The channel loop is innermost, over a channels-last copy of the map, so each
+comparison or sum moves a contiguous C-vector.
 
 Shared arguments (all numpy arrays; the caller builds them, see :mod:`sppnet.ops._roi_spp_numba`):
 
