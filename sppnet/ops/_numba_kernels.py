@@ -1,12 +1,13 @@
 """Fused CPU kernels of RoI spatial pyramid pooling, compiled by numba (the ``"numba"`` backend).
 
-Every kernel reproduces the pure-PyTorch path of :mod:`sppnet.ops._roi_spp_autograd` value for
-value, including the order of floating-point operations wherever it matters (the integral image
-of avg pooling, the accumulation order of both backward passes), so the two backends agree bit
-for bit. Each kernel takes a range of regions (or, backward, of channels) and releases the GIL, so
-the ranges run in parallel on a thread pool (:mod:`sppnet.ops._roi_spp_numba`; numba's own
-``prange`` compiled several times slower and ran no faster here). The channel loop is innermost,
-over a channels-last copy of the map, so each comparison or sum moves a contiguous C-vector.
+The max forward kernel lives in :mod:`sppnet.ops._numba_max`. Every kernel reproduces the pure-
+PyTorch path of :mod:`sppnet.ops._roi_spp_autograd` value for value, including the order of
+floating-point operations wherever it matters (the integral image of avg pooling, the accumulation
+order of both backward passes), so the two backends agree bit for bit. Each kernel takes a range of
+regions (or, backward, of channels) and releases the GIL, so the ranges run in parallel on a thread
+pool (:mod:`sppnet.ops._roi_spp_numba`; numba's own ``prange`` compiled several times slower and
+ran no faster here). The channel loop is innermost, over a channels-last copy of the map, so each
+comparison or sum moves a contiguous C-vector.
 
 Shared arguments (all numpy arrays; the caller builds them, see :mod:`sppnet.ops._roi_spp_numba`):
 
@@ -32,163 +33,6 @@ import numpy as np
 from numba import njit
 
 _OPTIONS = {"cache": True, "nogil": True, "error_model": "numpy"}
-_PAD = 16  # elements of padding per scratch row
-
-
-@njit(**_OPTIONS)
-def max_forward(
-    lo, hi, x, image, rs, re, cs, ce, edge, lev_n, lev_bin, lev_src, occ_lev, occ_bin, out, arg
-):
-    """Max-pool every bin of regions ``lo .. hi - 1`` into ``out`` [K, C * B] (and ``arg``, same
-    shape, int32, unless it has 0 rows). Ties keep the first cell in row-major order; NaN beats
-    every number (the first NaN wins among several); levels with ``lev_src >= 0`` are merged from
-    the finer level's bins, ties going to the lower cell index. The arg-max is tracked even when not
-    written: one code path (half the compile time) for a few percent of the run time."""
-    for k in range(lo, hi):
-        _max_region(
-            x, image, rs, re, cs, ce, edge, lev_n, lev_bin, lev_src, occ_lev, occ_bin, out, arg, k
-        )
-
-
-@njit(inline="always")
-def _max_region(
-    x, image, rs, re, cs, ce, edge, lev_n, lev_bin, lev_src, occ_lev, occ_bin, out, arg, k
-):
-    """Region ``k`` of :func:`max_forward`."""
-    _, height, width, channels = x.shape
-    img = image[k]
-    total = lev_bin[-1] + lev_n[-1] * lev_n[-1]
-    # Scratch bins [B', C]; rows padded by 64 bytes: a 2**k-byte row stride maps the column
-    # reads of the transposed write (_write_row) onto a few cache sets.
-    bv = np.empty((total, channels + _PAD), dtype=x.dtype)
-    bi = np.empty((total, channels + _PAD), dtype=np.int32)
-    tv = np.empty(channels, dtype=x.dtype)
-    ti = np.empty(channels, dtype=np.int32)
-    for lv in range(lev_n.shape[0]):
-        n = lev_n[lv]
-        base = lev_bin[lv]
-        src = lev_src[lv]
-        e = edge[lv]
-        m = lev_n[max(src, 0)]  # the finer level (used only when src >= 0)
-        f = m // n
-        for i in range(n):
-            for j in range(n):
-                b = base + i * n + j
-                if src >= 0:
-                    _merge_bins(bv, bi, tv, ti, b, lev_bin[src] + f * i * m + f * j, f, m)
-                    continue
-                r0 = rs[k, e + i]
-                r1 = re[k, e + i]
-                c0 = cs[k, e + j]
-                c1 = ce[k, e + j]
-                if r1 <= r0 or c1 <= c0:
-                    bv[b, :] = 0
-                    bi[b, :] = height * width
-                else:
-                    _pool_cells(x[img], r0, r1, c0, c1, bv[b, :channels], bi[b, :channels], tv, ti)
-    _write_row(out, k, bv, channels, lev_n, lev_bin, occ_lev, occ_bin)
-    if arg.shape[0] > 0:
-        _write_row(arg, k, bi, channels, lev_n, lev_bin, occ_lev, occ_bin)
-
-
-@njit(inline="always")
-def _pool_cells(x, r0, r1, c0, c1, dst, where, tv, ti):
-    """Max and arg-max over rows ``[r0, r1)`` x columns ``[c0, c1)`` of ``x`` [H, W, C] into
-    ``dst`` and ``where``, cells in row-major order.
-
-    Each cell is folded in as ``new = select(old, cell)`` into the other of two buffers (``dst``
-    and the scratch ``tv``): a vectorised blend, where an in-place update compiles to slow masked
-    stores. The first cell starts in whichever buffer makes the last fold land in ``dst``.
-    """
-    width = x.shape[1]
-    cols = c1 - c0
-    count = (r1 - r0) * cols
-    idx = 1
-    if count % 2 == 0:
-        tv[:] = x[r0, c0]
-        ti[:] = r0 * width + c0
-        r = r0 + 1 // cols
-        c = c0 + 1 % cols
-        _fold_arg(dst, where, tv, ti, x[r, c], r * width + c)
-        idx = 2
-    else:
-        dst[:] = x[r0, c0]
-        where[:] = r0 * width + c0
-    while idx < count:
-        r = r0 + idx // cols
-        c = c0 + idx % cols
-        _fold_arg(tv, ti, dst, where, x[r, c], r * width + c)
-        r = r0 + (idx + 1) // cols
-        c = c0 + (idx + 1) % cols
-        _fold_arg(dst, where, tv, ti, x[r, c], r * width + c)
-        idx += 2
-
-
-@njit(inline="always")
-def _merge_bins(bv, bi, tv, ti, b, first, f, m):
-    """Bin ``b`` of a coarse level from the ``f x f`` fine bins (level ``m``) from ``first``,
-    folded in turn into ``bv[b]`` and the scratch ``tv`` like :func:`_pool_cells`."""
-    count = f * f
-    c = tv.shape[0]
-    dst = bv[b, :c]
-    where = bi[b, :c]
-    idx = 1
-    if count % 2 == 0:
-        tv[:] = bv[first, :c]
-        ti[:] = bi[first, :c]
-        fine = first + 1 // f * m + 1 % f
-        _fold_pair(dst, where, tv, ti, bv[fine, :c], bi[fine, :c])
-        idx = 2
-    else:
-        dst[:] = bv[first, :c]
-        where[:] = bi[first, :c]
-    while idx < count:
-        fine = first + idx // f * m + idx % f
-        _fold_pair(tv, ti, dst, where, bv[fine, :c], bi[fine, :c])
-        fine = first + (idx + 1) // f * m + (idx + 1) % f
-        _fold_pair(dst, where, tv, ti, bv[fine, :c], bi[fine, :c])
-        idx += 2
-
-
-@njit(inline="always")
-def _fold_arg(dst, where_dst, src, where_src, row, cell):
-    """Fold in a cell later in row-major order: it wins if larger, or NaN over a number."""
-    for ch in range(dst.shape[0]):
-        v = row[ch]
-        m = src[ch]
-        take = (not (v <= m)) & (m == m)
-        dst[ch] = v if take else m
-        where_dst[ch] = where_src[ch] + (cell - where_src[ch]) * take
-
-
-@njit(inline="always")
-def _fold_pair(dst, where_dst, src, where_src, other, where_other):
-    """Fold in another bin's maxima: larger wins, NaN beats numbers, ties go to the lower cell."""
-    for ch in range(dst.shape[0]):
-        v = other[ch]
-        m = src[ch]
-        iv = where_other[ch]
-        im = where_src[ch]
-        v_nan = v != v
-        m_nan = m != m
-        take = ((not (v <= m)) & (not m_nan)) | (((v == m) | (v_nan & m_nan)) & (iv < im))
-        dst[ch] = v if take else m
-        where_dst[ch] = im + (iv - im) * take
-
-
-@njit(inline="always")
-def _write_row(out, k, buf, channels, lev_n, lev_bin, occ_lev, occ_bin):
-    """Scatter the scratch bins ``buf`` [B', C (+ padding)] into row ``k`` of ``out`` in
-    (C, n, n) blocks."""
-    row = out[k]
-    for o in range(occ_lev.shape[0]):
-        lv = occ_lev[o]
-        n2 = lev_n[lv] * lev_n[lv]
-        base = lev_bin[lv]
-        col = occ_bin[o] * channels
-        for ch in range(channels):
-            for b in range(n2):
-                row[col + ch * n2 + b] = buf[base + b, ch]
 
 
 @njit(**_OPTIONS)

@@ -22,6 +22,7 @@ from torch import Tensor
 from torch.autograd.function import once_differentiable
 
 from sppnet.ops import _numba_kernels as kernels
+from sppnet.ops import _numba_max
 from sppnet.ops._roi_spp_autograd import _chunk_size, _Geometry, _memory_format, make_plan
 
 SUPPORTED_DTYPES = (torch.float32, torch.float64)
@@ -143,7 +144,9 @@ class RoISPPNumbaFunction(torch.autograd.Function):
         layout = Layout.of(levels, derive=mode == "max" and mapping == "paper")
         out = input.new_empty((regions, channels * sum(n * n for n in levels)))
         with_argmax = mode == "max" and ctx.needs_input_grad[0]
-        argmax = torch.empty(out.shape if with_argmax else (0, 0), dtype=torch.int32)
+        argmax = torch.empty(
+            out.shape if with_argmax else (0, 0), dtype=argmax_dtype(height, width)
+        )
         edges = bin_edges(image, coords, layout, spatial_scale, mapping, height, width)
         ctx.layout, ctx.mode = layout, mode
         ctx.input_meta = (input.shape, input.dtype, _memory_format(input))
@@ -153,16 +156,16 @@ class RoISPPNumbaFunction(torch.autograd.Function):
             ctx.save_for_backward(image, *edges)
         if regions == 0:
             return out
-        x = input.detach().permute(0, 2, 3, 1).contiguous().numpy()
         e = [t.numpy() for t in edges]
         lay = layout
         if mode == "max":
             parallel_ranges(
-                kernels.max_forward, regions, x, image.numpy(), *e, lay.edge, lay.lev_n,
-                lay.lev_bin, lay.lev_src, lay.occ_lev, lay.occ_bin, out.numpy(), argmax.numpy(),
+                _numba_max.max_forward, regions, _channel_blocks(input.detach()), image.numpy(),
+                *e, lay.edge, lay.lev_n, lay.lev_bin, lay.lev_src, lay.occ_lev, lay.occ_bin,
+                out.numpy(), argmax.numpy(), bool(input.isnan().any()),
             )  # fmt: skip
         else:
-            values, counts = _integral(x)
+            values, counts = _integral(input.detach().permute(0, 2, 3, 1).contiguous().numpy())
             parallel_ranges(
                 kernels.avg_forward, regions, values, counts, image.numpy(), *e, lay.edge,
                 lay.lev_n, lay.occ_lev, lay.occ_bin, out.numpy(),
@@ -195,6 +198,26 @@ class RoISPPNumbaFunction(torch.autograd.Function):
                     step, acc, grad.numpy(),
                 )  # fmt: skip
         return grad.contiguous(memory_format=memory_format), None, None, None, None, None, None
+
+
+def argmax_dtype(height: int, width: int) -> torch.dtype:
+    """The saved arg-max's dtype: int16 while every cell index and the empty-bin mark ``H * W``
+    fit (half the memory and page faults of int32), int32 beyond."""
+    return torch.int16 if height * width < 2**15 else torch.int32
+
+
+def _channel_blocks(x: Tensor) -> np.ndarray:
+    """The map [N, C, H, W] as [C / block, N, H, W, block] (C zero-padded to whole blocks), the
+    layout of :func:`._numba_max.max_forward`: one contiguous block of channels-last map each."""
+    n_img, channels, height, width = x.shape
+    block = min(_numba_max.CHANNEL_BLOCK, channels)
+    blocks = -(-channels // block)
+    padded = x
+    if blocks * block != channels:
+        padded = x.new_zeros((n_img, blocks * block, height, width))
+        padded[:, :channels] = x
+    view = padded.view(n_img, blocks, block, height, width).permute(1, 0, 3, 4, 2)
+    return view.contiguous().numpy()
 
 
 def _flat(t: Tensor) -> tuple[np.ndarray, np.ndarray]:

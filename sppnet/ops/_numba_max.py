@@ -1,0 +1,183 @@
+"""The max-pooling forward kernel of the ``"numba"`` backend (see :mod:`._numba_kernels` for the
+shared arguments).
+
+Per region and per block of channels, each bin of the finest level read from the map is scanned
+cell by cell in row-major order (rows, then columns: no index arithmetic per cell), the channel
+loop innermost and vectorised, the running maximum (and arg-max) updated in place in a scratch
+row of ``block`` channels; coarser levels that nest in a finer one are merged from its bins; the
+block is then written, transposed, straight into its final ``(C, n, n)`` place of the output.
+
+Channel blocks are the outer loop, regions the inner one, so one block of the map (``H * W *
+block`` values, about 0.5 MB for a conv5 map and 64 channels) stays in the core's cache while all
+of a thread's regions read it, and the scratch rows stay in L1.
+
+Two flags pick the cheapest correct comparison: ``nan_aware`` (the map holds a NaN: NaN must win
+over every number, the first NaN among several) and whether ``arg`` has rows (the arg-max is
+tracked and written only when the backward pass needs it). Without NaN a cell wins when it is
+strictly larger, so ties keep the first cell in row-major order.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+_OPTIONS = {"cache": True, "nogil": True, "error_model": "numpy"}
+
+CHANNEL_BLOCK = 256  # channels per block of the map
+_PAD = 16  # elements of padding per scratch row
+
+
+@njit(**_OPTIONS)
+def max_forward(
+    lo, hi, xb, image, rs, re, cs, ce, edge, lev_n, lev_bin, lev_src, occ_lev, occ_bin, out, arg,
+    nan_aware,
+):  # fmt: skip
+    """Max-pool every bin of regions ``lo .. hi - 1`` into ``out`` [K, C * B] and, unless ``arg``
+    has 0 rows, the arg-max ``h * W + w`` into ``arg`` (same shape, int16 or int32; ``H * W`` for
+    an empty bin). ``xb`` is the map in channel blocks, [C / block, N, H, W, block] (C padded)."""
+    _, _, height, width, block = xb.shape
+    channels = _channels(out, occ_lev, occ_bin, lev_n)
+    with_arg = arg.shape[0] > 0
+    total = lev_bin[-1] + lev_n[-1] * lev_n[-1]
+    # Scratch bins [B', block + pad]: a row stride off a power of two spreads the transposed
+    # reads of _write_block over the cache sets.
+    bv = np.empty((total, block + _PAD), dtype=xb.dtype)
+    bi = np.empty((total if with_arg else 0, block + _PAD), dtype=np.int32)
+    for blk in range(xb.shape[0]):
+        x = xb[blk]
+        c_lo = blk * block
+        cb = min(block, channels - c_lo)
+        for k in range(lo, hi):
+            img = image[k]
+            for lv in range(lev_n.shape[0]):
+                n = lev_n[lv]
+                src = lev_src[lv]
+                e = edge[lv]
+                for i in range(n):
+                    for j in range(n):
+                        b = lev_bin[lv] + i * n + j
+                        if src >= 0:
+                            m = lev_n[src]
+                            f = m // n
+                            first = lev_bin[src] + f * i * m + f * j
+                            _merge(bv, bi, b, first, f, m, block, with_arg, nan_aware)
+                            continue
+                        r0, r1 = rs[k, e + i], re[k, e + i]
+                        c0, c1 = cs[k, e + j], ce[k, e + j]
+                        if r1 <= r0 or c1 <= c0:
+                            bv[b, :block] = 0
+                            if with_arg:
+                                bi[b, :block] = height * width
+                            continue
+                        _scan(x[img], bv, bi, b, r0, r1, c0, c1, with_arg, nan_aware)
+            _write_block(out, k, bv, c_lo, cb, channels, lev_n, lev_bin, occ_lev, occ_bin)
+            if with_arg:
+                _write_block(arg, k, bi, c_lo, cb, channels, lev_n, lev_bin, occ_lev, occ_bin)
+
+
+@njit(inline="always")
+def _channels(out, occ_lev, occ_bin, lev_n):
+    """C, from the output's width and the last occurrence's end."""
+    last = occ_lev.shape[0] - 1
+    n = lev_n[occ_lev[last]]
+    return out.shape[1] // (occ_bin[last] + n * n)
+
+
+@njit(inline="always")
+def _scan(x, bv, bi, b, r0, r1, c0, c1, with_arg, nan_aware):
+    """Max (and arg-max) over rows ``[r0, r1)`` x columns ``[c0, c1)`` of ``x`` [H, W, block]
+    into ``bv[b]`` (``bi[b]``), cells in row-major order."""
+    width = x.shape[1]
+    block = x.shape[2]
+    dst = bv[b]
+    first = x[r0, c0]
+    for ch in range(block):
+        dst[ch] = first[ch]
+    if with_arg:
+        where = bi[b]
+        for ch in range(block):
+            where[ch] = r0 * width + c0
+    for r in range(r0, r1):
+        for c in range(c0 + 1 if r == r0 else c0, c1):
+            row = x[r, c]
+            cell = r * width + c
+            if with_arg and nan_aware:
+                for ch in range(block):
+                    v = row[ch]
+                    m = dst[ch]
+                    take = (v > m) | ((v != v) & (m == m))
+                    dst[ch] = v if take else m
+                    where[ch] = cell if take else where[ch]
+            elif with_arg:
+                for ch in range(block):
+                    v = row[ch]
+                    m = dst[ch]
+                    take = v > m
+                    dst[ch] = v if take else m
+                    where[ch] = cell if take else where[ch]
+            elif nan_aware:
+                for ch in range(block):
+                    v = row[ch]
+                    m = dst[ch]
+                    dst[ch] = v if (v > m) | ((v != v) & (m == m)) else m
+            else:
+                for ch in range(block):
+                    v = row[ch]
+                    m = dst[ch]
+                    dst[ch] = v if v > m else m
+
+
+@njit(inline="always")
+def _merge(bv, bi, b, first, f, m, block, with_arg, nan_aware):
+    """Bin ``b`` of a coarse level from the ``f x f`` bins of level ``m`` from bin ``first``:
+    larger wins, NaN beats numbers, ties go to the lower cell index."""
+    for ch in range(block):
+        bv[b, ch] = bv[first, ch]
+    if with_arg:
+        for ch in range(block):
+            bi[b, ch] = bi[first, ch]
+    for t in range(1, f * f):
+        o = first + t // f * m + t % f
+        if with_arg:
+            for ch in range(block):
+                v = bv[o, ch]
+                w = bv[b, ch]
+                iv = bi[o, ch]
+                iw = bi[b, ch]
+                if nan_aware:
+                    v_nan = v != v
+                    w_nan = w != w
+                    take = ((v > w) | v_nan) & (not w_nan)
+                    take = take | (((v == w) | (v_nan & w_nan)) & (iv < iw))
+                else:
+                    take = (v > w) | ((v == w) & (iv < iw))
+                bv[b, ch] = v if take else w
+                bi[b, ch] = iv if take else iw
+        elif nan_aware:
+            for ch in range(block):
+                v = bv[o, ch]
+                w = bv[b, ch]
+                bv[b, ch] = v if (v > w) | ((v != v) & (w == w)) else w
+        else:
+            for ch in range(block):
+                v = bv[o, ch]
+                w = bv[b, ch]
+                bv[b, ch] = v if v > w else w
+
+
+@njit(inline="always")
+def _write_block(out, k, buf, c_lo, cb, channels, lev_n, lev_bin, occ_lev, occ_bin):
+    """Channels ``c_lo .. c_lo + cb`` of the scratch bins ``buf`` [B', block] into row ``k`` of
+    ``out`` in (C, n, n) blocks, every occurrence of every level."""
+    row = out[k]
+    for o in range(occ_lev.shape[0]):
+        lv = occ_lev[o]
+        n2 = lev_n[lv] * lev_n[lv]
+        base = lev_bin[lv]
+        col = occ_bin[o] * channels + c_lo * n2
+        dst = row[col : col + cb * n2].reshape((cb, n2))
+        src = buf[base : base + n2]
+        for ch in range(cb):
+            for t in range(n2):
+                dst[ch, t] = src[t, ch]
