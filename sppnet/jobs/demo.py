@@ -16,7 +16,9 @@ On the packaged ``demo`` config (``sppnet/config/demo.yaml``) :func:`run_demo`:
    :data:`DRAW_MIN_SCORE`; the evaluation uses all of them), the PR curves
    (``OUT/pr_voc07.png``), the evaluation JSON of the main model (``OUT/eval.json``) and a short
    report (``OUT/report.md``, ``OUT/report.json``). The main model is :data:`MAIN_VARIANT`: the
-   softmax head, box regression and box voting, five test scales.
+   softmax head, box regression and box voting, five test scales; it is saved as it is
+   reported, five test scales in its config, to ``OUT/model`` (``sppnet eval --weights
+   OUT/model`` gives the same figure).
 
 ``OUT/report.json`` keys (format ``sppnet-demo``, version 1): ``mAP`` (VOC07 11-point mAP of the
 main model), ``main`` (the variant name), ``variants`` (name -> ``{"voc07": mAP, "voc10": mAP,
@@ -211,6 +213,10 @@ def run_demo(
     multi.set_scales(scaled_scales(detector.config.scales[0]))
     preds5, _ = predict_variants(multi, test, heads, box_regression=(True,), progress=progress)
     _score_variants(preds5, test, classes, "/5_scales_test", results, variants)
+    if multi.config.scoring == MAIN_HEAD:
+        # The headline model as it is reported (its test scales in its config), so that
+        # `sppnet eval --weights OUT/model` reproduces the main figure.
+        multi.save_pretrained(out / "model")
     stages.done("evaluate_5_scales")
 
     if compare:
