@@ -204,3 +204,20 @@ def test_export_onnx_command(tmp_path, capsys):
     assert out.is_file() and "max |scores| difference" in printed
     assert main(["export-onnx", "--weights", str(tmp_path / "nothing"), "--out", str(out)]) == 2
     assert "sppnet export-onnx" in capsys.readouterr().err
+
+
+@needs_onnxruntime
+def test_onnx_timing_reports_both_runtimes(tmp_path):
+    from sppnet.benchmarks.onnx_detect import format_onnx_row, time_onnx_detector
+
+    image = _image(80, 120)
+    proposals = _random_boxes(40, 80, 120, 1.0, seed=5).clamp(min=0)
+    result = time_onnx_detector(
+        _detector(), image, proposals, threads=1, repeats=1, onnx_path=tmp_path / "d.onnx"
+    )
+    assert (tmp_path / "d.onnx").is_file()
+    assert result["windows"] == 40 and result["image_size"] == [80, 120]
+    assert result["pytorch_seconds"] > 0 and result["onnxruntime_seconds"] > 0
+    assert result["detections"][0] == result["detections"][1] > 0
+    assert result["max_score_difference"] < 1e-5 and result["max_box_difference"] < 1e-3
+    assert "onnxruntime vs PyTorch (120x80, 40 windows, 1 threads)" in format_onnx_row(result)
