@@ -147,10 +147,10 @@ def stacked_bars_svg(
             out.append(
                 f'<rect x="{_f(x)}" y="{y}" width="{_f(span)}" height="{bar_height}" '
                 f'fill="{_esc(color)}"><title>{_esc(label)}: {_esc(name)} '
-                f"{value:g}{_esc(unit)}{share}</title></rect>"
+                f"{value:.4g}{_esc(unit)}{share}</title></rect>"
             )
             x += span
-        text = f"{total:g}{unit}" if not normalize else f"n={total:g}"
+        text = f"{total:.3g}{unit}" if not normalize else f"n={total:g}"
         out.append(f'<text x="{_f(x + 4)}" y="{_f(y + bar_height * 0.75)}">{_esc(text)}</text>')
     out.append("</svg>")
     return "".join(out)
