@@ -50,6 +50,14 @@ def _cell(value: float | None, digits: int = 3) -> str:
     return f'<td data-value="{value}">{text}</td>'
 
 
+def _plain(value: Any) -> Any:
+    """JSON for what ``json`` does not know: numpy scalars and arrays, paths, anything else as
+    its ``str``."""
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    return str(value)
+
+
 def _flatten(prefix: str, value: Any) -> list[tuple[str, Any]]:
     if isinstance(value, Mapping):
         out = []
@@ -65,7 +73,9 @@ def _run_section(run_info: Mapping[str, Any], voc: VOCResult, threshold: float |
         if key == "seconds":
             continue
         if isinstance(value, Mapping):
-            text = "<br>".join(f"{_esc(k)}: {_esc(json.dumps(v))}" for k, v in _flatten("", value))
+            text = "<br>".join(
+                f"{_esc(k)}: {_esc(json.dumps(v, default=_plain))}" for k, v in _flatten("", value)
+            )
         elif isinstance(value, (list, tuple)):
             text = _esc(", ".join(str(v) for v in value))
         else:
@@ -257,7 +267,11 @@ def _gallery_section(title: str, anchor: str, figures: Sequence[Mapping[str, Any
 
 
 def _seconds_section(seconds: Mapping[str, Any]) -> str:
-    numbers = [(k, float(v)) for k, v in _flatten("", seconds) if isinstance(v, (int, float))]
+    numbers = [
+        (k, float(v))
+        for k, v in _flatten("", seconds)
+        if isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool)
+    ]
     if not numbers:
         return '<section id="seconds"><h2>Seconds per stage</h2><p>not given</p></section>'
     bars = [(k, {"seconds": v}) for k, v in numbers]
@@ -362,7 +376,7 @@ def write_report(
         "pr_curves": _curves(voc),
         "gallery": figures,
     }
-    atomic_write_json(out / "report.json", doc, indent=1)
+    atomic_write_json(out / "report.json", doc, indent=1, default=_plain)
     summary = f"<span>VOC07 mAP <b>{voc.map('voc07'):.3f}</b></span>"
     summary += f"<span>VOC10 mAP <b>{voc.map('voc10'):.3f}</b></span>"
     if coco is not None:

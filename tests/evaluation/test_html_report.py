@@ -9,6 +9,7 @@ import os
 import re
 import shutil
 import subprocess
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -37,7 +38,8 @@ RUN_INFO = {
     "data": "synthetic",
     "scales": [480],
     "settings": {"nms": 0.3, "proposals": {"max": 2000}},
-    "seconds": {"conv": 1.5, "pool_fc_nms": 0.75, "evaluation": 0.25},
+    "seconds": {"conv": 1.5, "pool_fc_nms": 0.75, "evaluation": np.float64(0.25)},
+    "weights": Path("runs/model"),
 }
 
 
@@ -53,7 +55,8 @@ def test_report_files_and_json(report):
     index, predictions, targets = report
     doc = json.loads((index.parent / "report.json").read_text())
     assert doc["format"] == "sppnet-report" and doc["version"] == 1
-    assert doc["run"]["seconds"]["conv"] == 1.5
+    assert doc["run"]["seconds"] == {"conv": 1.5, "pool_fc_nms": 0.75, "evaluation": 0.25}
+    assert doc["run"]["weights"] == "runs/model"
     voc = evaluate_voc(predictions, targets, CLASSES)
     assert doc["results"]["voc07"]["mAP"] == pytest.approx(voc.map("voc07"))
     assert doc["results"]["coco"] is not None
