@@ -1,7 +1,15 @@
 """Detection metrics: PASCAL VOC AP (VOC2007 11-point and VOC2010+ area), COCO AP through
-pycocotools, PR-curve plots and the results JSON. See docs/evaluation.md."""
+pycocotools, PR-curve plots, the results JSON, Hoiem et al.'s error analysis and the HTML report.
+See docs/evaluation.md."""
 
 from sppnet.evaluation.coco import COCO_METRICS, COCOResult, evaluate_coco
+from sppnet.evaluation.errors import (
+    ErrorAnalysis,
+    MatchedDetections,
+    analyze_errors,
+    match_detections,
+)
+from sppnet.evaluation.html_report import write_report
 from sppnet.evaluation.plots import plot_pr_curves, save_pr_curves
 from sppnet.evaluation.report import format_table, results_to_dict, write_results_json
 from sppnet.evaluation.voc import METRICS, ClassResult, VOCResult, average_precision, evaluate_voc
@@ -11,13 +19,18 @@ __all__ = [
     "METRICS",
     "COCOResult",
     "ClassResult",
+    "ErrorAnalysis",
+    "MatchedDetections",
     "VOCResult",
+    "analyze_errors",
     "average_precision",
     "evaluate_coco",
     "evaluate_voc",
     "format_table",
+    "match_detections",
     "plot_pr_curves",
     "results_to_dict",
     "save_pr_curves",
+    "write_report",
     "write_results_json",
 ]

@@ -14,7 +14,7 @@ import torch
 from PIL import Image, ImageDraw, ImageFont
 from torch import Tensor
 
-__all__ = ["class_color", "draw_detections"]
+__all__ = ["class_color", "draw_detections", "draw_ground_truth"]
 
 # 20 colours that stay apart from each other and from typical photo content (Kelly's list, the
 # near-white and near-black ones left out). Labels past 20 take golden-ratio hues.
@@ -173,4 +173,97 @@ def draw_detections(
         ty = min(ty, max(height - tag_h, 0))
         draw.rectangle((tx, ty, tx + tag_w - 1, ty + tag_h - 1), fill=color)
         draw.text((tx + pad - left, ty + pad - top), text, fill=_text_color(color), font=font)
+    return canvas
+
+
+def _dashed_line(
+    draw: ImageDraw.ImageDraw,
+    start: tuple[float, float],
+    end: tuple[float, float],
+    dash: float,
+    width: int,
+) -> None:
+    """Alternate white and black dashes from ``start`` to ``end``: visible on any picture."""
+    (x0, y0), (x1, y1) = start, end
+    length = max(abs(x1 - x0), abs(y1 - y0))
+    steps = max(1, int(length // dash))
+    for k in range(steps + 1):
+        a, b = k * dash / max(length, 1e-9), min((k + 1) * dash / max(length, 1e-9), 1.0)
+        if a >= 1.0:
+            break
+        segment = (x0 + a * (x1 - x0), y0 + a * (y1 - y0), x0 + b * (x1 - x0), y0 + b * (y1 - y0))
+        draw.line(segment, fill=(255, 255, 255) if k % 2 == 0 else (0, 0, 0), width=width)
+
+
+def draw_ground_truth(
+    image: Tensor | Image.Image,
+    boxes: Tensor,
+    labels: Tensor | None = None,
+    class_names: Sequence[str] | None = None,
+    *,
+    line_width: int | None = None,
+    font_size: int | None = None,
+) -> Image.Image:
+    """Draw ground-truth boxes on a copy of ``image`` in a style apart from
+    :func:`draw_detections`': a dashed white-and-black outline and a white tag with the class
+    name in black *below* the box (inside its bottom edge when there is no room), so that the
+    detections' coloured tags above their boxes stay readable.
+
+    Args:
+        image: Tensor[3, H, W] uint8 RGB (or [1, H, W]), or a PIL image; not modified.
+        boxes: Tensor[G, 4] xyxy pixels (exclusive ``x2``/``y2``).
+        labels: Tensor[G] int in 1..num_classes (no tags without them).
+        class_names: ``class_names[k - 1]`` for label ``k``; without it the label number.
+        line_width, font_size: as :func:`draw_detections`.
+
+    Returns:
+        A new RGB ``PIL.Image.Image``.
+    """
+    canvas = _to_pil(image)
+    if not isinstance(boxes, Tensor) or boxes.ndim != 2 or boxes.shape[1] != 4:
+        raise ValueError(
+            f"draw_ground_truth: boxes must be a Tensor[G, 4], got "
+            f"{tuple(boxes.shape) if isinstance(boxes, Tensor) else type(boxes).__name__}"
+        )
+    g = boxes.shape[0]
+    if labels is not None and (labels.shape != (g,) or labels.is_floating_point()):
+        raise ValueError(
+            f"draw_ground_truth: labels must be integers of shape [{g}], got {labels.dtype} "
+            f"{tuple(labels.shape)}"
+        )
+    width, height = canvas.size
+    short = min(width, height)
+    line_width = line_width or max(2, round(short / 200))
+    font = _font(font_size or max(12, round(short / 30)))
+    draw = ImageDraw.Draw(canvas)
+    dash = 3.0 * line_width + 3.0
+    label_list = [] if labels is None else [int(v) for v in labels.tolist()]
+    for i, (x1, y1, x2, y2) in enumerate(boxes.detach().float().cpu().tolist()):
+        if not x2 > x1 or not y2 > y1:
+            continue
+        r, b = x2 - 1, y2 - 1
+        for start, end in (
+            ((x1, y1), (r, y1)),
+            ((r, y1), (r, b)),
+            ((r, b), (x1, b)),
+            ((x1, b), (x1, y1)),
+        ):
+            _dashed_line(draw, start, end, dash, line_width)
+        if labels is None:
+            continue
+        label = label_list[i]
+        if class_names is not None and not 1 <= label <= len(class_names):
+            raise ValueError(
+                f"draw_ground_truth: labels must lie in 1..{len(class_names)}, got {label}"
+            )
+        text = class_names[label - 1] if class_names else str(label)
+        left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
+        pad = max(1, line_width)
+        tag_w, tag_h = right - left + 2 * pad, bottom - top + 2 * pad
+        tx = min(max(x1, 0.0), max(width - tag_w, 0))
+        ty = y2 if y2 + tag_h <= height else max(y2 - tag_h, 0.0)
+        draw.rectangle(
+            (tx, ty, tx + tag_w - 1, ty + tag_h - 1), fill=(255, 255, 255), outline=(0, 0, 0)
+        )
+        draw.text((tx + pad - left, ty + pad - top), text, fill=(0, 0, 0), font=font)
     return canvas
