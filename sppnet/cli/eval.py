@@ -6,7 +6,8 @@ means; ``--json PATH`` writes the results document of :mod:`sppnet.evaluation.re
 docs/evaluation.md) with, under ``extra``: ``weights``, ``scoring``, ``scales``,
 ``proposals_per_image``, ``seconds`` (``conv``, ``pool_fc_nms``, ``per_image``).
 ``--plots DIR`` writes the precision/recall curves (``pr_voc07.png``), ``--draw DIR`` the
-annotated images.
+annotated images, ``--report DIR`` an HTML report with per-class tables, PR curves, the confusion
+matrix, error analysis and a gallery (:func:`sppnet.evaluation.write_report`; docs/evaluation.md).
 
 Example::
 
@@ -39,6 +40,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", metavar="PATH", help="write the results here")
     parser.add_argument("--plots", metavar="DIR", help="write PR curves (PNG) here")
     parser.add_argument("--draw", metavar="DIR", help="write annotated images here")
+    parser.add_argument(
+        "--report",
+        metavar="DIR",
+        help="write an HTML evaluation report (index.html + report.json) here",
+    )
     parser.add_argument("--no-coco", action="store_true", help="skip COCO AP")
     parser.add_argument("--workers", type=int, default=None, help="proposal worker processes")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -46,8 +52,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from sppnet.engine.detection.build import load_dataset_split
-    from sppnet.evaluation import format_table, save_pr_curves, write_results_json
-    from sppnet.inference import draw_predictions, evaluate
+    from sppnet.evaluation import format_table, save_pr_curves, write_report, write_results_json
+    from sppnet.inference import draw_predictions, draw_threshold, evaluate
     from sppnet.models.detector import SPPNetDetector
 
     progress = not args.no_progress
@@ -88,7 +94,32 @@ def run(args: argparse.Namespace) -> int:
     if args.plots:
         Path(args.plots).mkdir(parents=True, exist_ok=True)
         save_pr_curves(voc, Path(args.plots) / "pr_voc07.png", "voc07")
+    if args.report:
+        settings = {
+            "scoring": detector.config.scoring,
+            "proposals_per_image": extra["proposals_per_image"],
+        }
+        run_info = {
+            "model": str(args.weights),
+            "data": f"{args.data} ({args.split})",
+            "scales": list(detector.config.scales),
+            "settings": settings,
+            "seconds": seconds,
+        }
+        path = write_report(
+            args.report,
+            preds,
+            data.targets,
+            classes,
+            data.image,
+            run_info,
+            score_threshold=draw_threshold(detector.config.scoring),
+            voc=voc,
+            coco=coco,
+            compute_coco=False,
+        )
+        print(f"report: {path}")
     if args.draw:
-        threshold = 0.0 if detector.config.scoring == "svm" else 0.5
+        threshold = draw_threshold(detector.config.scoring)
         draw_predictions(data, preds, classes, Path(args.draw), threshold)
     return 0

@@ -11,7 +11,13 @@ from sppnet.engine.detection.data import DetectionSet
 from sppnet.utils.atomic import atomic_write_bytes
 from sppnet.utils.draw import draw_detections
 
-__all__ = ["draw_predictions"]
+__all__ = ["draw_predictions", "draw_threshold"]
+
+
+def draw_threshold(scoring: str) -> float:
+    """The score above which detections are shown to a person: 0.5 for probabilities (softmax
+    and the fused heads), 0 for SVM margins."""
+    return 0.0 if scoring == "svm" else 0.5
 
 
 def draw_predictions(

@@ -15,8 +15,11 @@ On the packaged ``demo`` config (``sppnet/config/demo.yaml``) :func:`run_demo`:
 5. writes annotated test images (``OUT/detections/*.png``, detections scoring above
    :data:`DRAW_MIN_SCORE`; the evaluation uses all of them), the PR curves
    (``OUT/pr_voc07.png``), the evaluation JSON of the main model (``OUT/eval.json``) and a short
-   report (``OUT/report.md``, ``OUT/report.json``). The main model is :data:`MAIN_VARIANT`: the
-   softmax head, box regression and box voting, five test scales; it is saved as it is
+   report (``OUT/report.md``, ``OUT/report.json``) and the HTML evaluation report of the main
+   model (``OUT/report/index.html``: per-class tables, PR curves, confusion matrix, error
+   analysis, a gallery; :func:`sppnet.evaluation.write_report`). The main model is
+   :data:`MAIN_VARIANT`: the softmax head, box regression and box voting, five test scales; it
+   is saved as it is
    reported, five test scales in its config, to ``OUT/model`` (``sppnet eval --weights
    OUT/model`` gives the same figure).
 
@@ -49,6 +52,7 @@ from sppnet.evaluation import (
     evaluate_voc,
     format_table,
     save_pr_curves,
+    write_report,
     write_results_json,
 )
 from sppnet.inference import draw_predictions, predict_variants
@@ -229,6 +233,25 @@ def run_demo(
     save_pr_curves(voc, out / "pr_voc07.png", "voc07")
     main_preds = preds5[MAIN_HEAD]
     draw_predictions(test, main_preds, classes, out / "detections", min_score=DRAW_MIN_SCORE)
+    run_info = {
+        "model": f"{out / 'model'} ({MAIN_DESCRIPTION})",
+        "data": f"{config.data['root']} ({config.data['test_split']}, {len(test)} images)",
+        "scales": list(multi.config.scales),
+        "settings": {"variant": MAIN_VARIANT, "box_voting_iou": multi.config.box_voting_iou},
+        "seconds": dict(seconds),
+    }
+    write_report(
+        out / "report",
+        main_preds,
+        test.targets,
+        classes,
+        test.image,
+        run_info,
+        score_threshold=DRAW_MIN_SCORE,
+        voc=voc,
+        coco=coco,
+        compute_coco=False,
+    )
     stages.done("write")
     seconds["total"] = round(time.perf_counter() - t_all, 2)
     machine["load_average"]["end"] = _load_average()

@@ -58,6 +58,12 @@ def test_demo_writes_its_report_and_reuses_its_stages(tmp_path: Path, capsys) ->
     assert len(list((out / "detections").glob("*.png"))) == 2
     assert (out / "train" / "model" / "model.safetensors").is_file()
     assert (out / "train" / "model_svm" / "model.safetensors").is_file()
+    assert (out / "report" / "index.html").is_file()
+    html_report = json.loads((out / "report" / "report.json").read_text())
+    assert html_report["format"] == "sppnet-report"
+    # The headline model is saved as reported: five test scales in its config.
+    saved = json.loads((out / "model" / "config.json").read_text())
+    assert len(saved["detector"]["scales"]) == 5
     assert "5 test scales" in (out / "report.md").read_text()
 
     # A second run reuses the dataset, the proposals and the trained model.
