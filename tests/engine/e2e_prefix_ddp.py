@@ -13,7 +13,8 @@ from pathlib import Path
 
 from safetensors.torch import save_file
 
-sys.path[:0] = [str(Path(__file__).parent), str(Path(__file__).parents[1])]  # + tests/factories
+sys.path.insert(0, str(Path(__file__).parents[1]))  # tests/factories.py
+sys.path.insert(0, str(Path(__file__).parent))
 
 from test_prefix_cache import _toy_data, train_toy_end_to_end
 
