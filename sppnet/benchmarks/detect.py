@@ -37,6 +37,7 @@ its boxes jittered in position and size (seeded), so that every method scores th
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -51,11 +52,13 @@ from sppnet.benchmarks.detect_settings import (
     Variant,
     benchmark_image,
     benchmark_windows,
+    demo_network,
     settings_dict,
     settings_with,
     with_heads,
 )
 from sppnet.benchmarks.detect_speed import speed_table
+from sppnet.benchmarks.onnx_detect import format_onnx_row, time_onnx_detector
 from sppnet.models.detector import SPPNetDetector
 
 __all__ = [
@@ -75,11 +78,15 @@ __all__ = [
 
 
 # ----------------------------------------------------------------------------- the whole run
+#: The tables :func:`run_benchmark` can measure.
+TABLES = ("speed", "latency", "onnx")
+
+
 @torch.inference_mode()
 def run_benchmark(
     settings: BenchSettings = BenchSettings(),
     detector: SPPNetDetector | None = None,
-    tables: Sequence[str] = ("speed", "latency"),
+    tables: Sequence[str] = TABLES,
     log: Callable[[str], None] = lambda _: None,
 ) -> dict[str, Any]:
     """Measure the tables named in ``tables`` and return a JSON-ready dict (keys in
@@ -90,12 +97,14 @@ def run_benchmark(
         settings: what to measure (:class:`BenchSettings`, :data:`QUICK`).
         detector: a trained detector for the latency table's small-network rows (default: the
             ``settings.demo_preset`` network with random weights).
-        tables: any of ``"speed"`` and ``"latency"``.
+        tables: any of ``"speed"``, ``"latency"`` and ``"onnx"`` (the latency of the demo
+            network, or ``detector``, exported to ONNX and run in onnxruntime beside PyTorch; CPU
+            only: :func:`~sppnet.benchmarks.onnx_detect.time_onnx_detector`).
         log: progress messages.
     """
-    unknown = set(tables) - {"speed", "latency"}
+    unknown = set(tables) - set(TABLES)
     if unknown:
-        raise ValueError(f"unknown table(s) {sorted(unknown)}; known: 'speed', 'latency'")
+        raise ValueError(f"unknown table(s) {sorted(unknown)}; known: {list(TABLES)}")
     result: dict[str, Any] = {
         "schema": SCHEMA,
         "settings": settings_dict(settings),
@@ -114,6 +123,18 @@ def run_benchmark(
         if "latency" in tables
         else None
     )
+    result["onnx"] = None
+    if "onnx" in tables:
+        log("ONNX export and onnxruntime vs PyTorch ...")
+        network = detector if detector is not None else demo_network(settings)
+        with torch.inference_mode(False):  # the exporter traces the model
+            result["onnx"] = time_onnx_detector(
+                copy.deepcopy(network).cpu(),
+                image.cpu(),
+                windows.cpu(),
+                threads=torch.get_num_threads(),
+                repeats=settings.repeats,
+            )
     result["machine_end"] = machine_info()
     return result
 
@@ -189,6 +210,9 @@ def format_report(result: dict[str, Any]) -> str:
                 f"{'' if ratio is None else f'{ratio:.2f}':>8}"
                 f"{'' if map07 is None else f'{map07:.3f}':>7}"
             )
+    if result.get("onnx"):
+        lines.append("")
+        lines.append(format_onnx_row(result["onnx"]))
     maps = result.get("map")
     if maps:
         lines.append("")

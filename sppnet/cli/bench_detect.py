@@ -40,9 +40,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--tables",
         nargs="+",
-        choices=("speed", "latency", "map"),
-        default=("speed", "latency"),
-        help="which tables to measure (speed latency); 'map' (with --weights and --data) "
+        choices=("speed", "latency", "onnx", "map"),
+        default=("speed", "latency", "onnx"),
+        help="which tables to measure (speed latency onnx); 'map' (with --weights and --data) "
         "evaluates the latency table's variants and is added whenever --data is given",
     )
     parser.add_argument("--windows", type=int, help="windows per image (2000)")
