@@ -148,4 +148,8 @@ def test_bench_quick_writes_documented_keys(tmp_path: Path) -> None:
     for row in result["latency"]["rows"]:
         assert row["seconds"] > 0 and isinstance(row["meets_target"], bool)
     assert result["map"] is None
+    onnx = result["onnx"]
+    assert onnx["schema"] == "sppnet.bench.onnx_detect/1" and onnx["windows"] == 200
+    assert onnx["onnxruntime_seconds"] > 0 and onnx["pytorch_seconds"] > 0
+    assert onnx["max_score_difference"] < 1e-4
     assert result["machine_start"]["torch_threads"] >= 1
