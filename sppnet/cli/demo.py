@@ -43,6 +43,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="torch threads (default: torch's choice; 1 is much faster on an oversubscribed CPU)",
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    parser.add_argument("--device", help="cpu, cuda, cuda:N (default: the GPU if any, else cpu)")
+    parser.add_argument(
+        "--amp",
+        choices=("off", "bf16", "fp16"),
+        default="off",
+        help="mixed precision of training (sets train.amp) and evaluation (off)",
+    )
     parser.add_argument("--json", metavar="PATH", help="also write report.json here")
 
 
@@ -62,12 +69,19 @@ def run(args: argparse.Namespace) -> int:
         shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
     try:
-        config = demo_config(out, args.config, args.overrides)
+        amp = [f"train.amp={args.amp}"] if args.amp != "off" else []
+        config = demo_config(out, args.config, [*args.overrides, *amp])
     except ValueError as err:
         print(f"sppnet demo: {err}", file=sys.stderr)
         return 2
     result = run_demo(
-        config, out, compare=args.compare, workers=args.workers, progress=not args.no_progress
+        config,
+        out,
+        compare=args.compare,
+        workers=args.workers,
+        progress=not args.no_progress,
+        device=args.device,
+        amp=args.amp,
     )
     report = result.report
     if args.json:

@@ -46,11 +46,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="write an HTML evaluation report (index.html + report.json) here",
     )
     parser.add_argument("--no-coco", action="store_true", help="skip COCO AP")
+    parser.add_argument("--device", help="cpu, cuda, cuda:N (default: cuda if available)")
+    parser.add_argument(
+        "--amp", choices=("off", "bf16", "fp16"), default="off", help="autocast (off)"
+    )
     parser.add_argument("--workers", type=int, default=None, help="proposal worker processes")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
 def run(args: argparse.Namespace) -> int:
+    import torch
+
     from sppnet.engine.detection.build import load_dataset_split
     from sppnet.evaluation import format_table, save_pr_curves, write_report, write_results_json
     from sppnet.inference import draw_predictions, draw_threshold, evaluate
@@ -58,7 +64,8 @@ def run(args: argparse.Namespace) -> int:
 
     progress = not args.no_progress
     try:
-        detector = SPPNetDetector.from_pretrained(args.weights)
+        device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+        detector = SPPNetDetector.from_pretrained(args.weights, map_location=device)
         if args.scales:
             detector.set_scales(args.scales)
         data, classes = load_dataset_split(
@@ -74,7 +81,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"sppnet eval: {err}", file=sys.stderr)
         return 2
     voc, coco, preds, seconds = evaluate(
-        detector, data, classes, coco=not args.no_coco, progress=progress
+        detector, data, classes, coco=not args.no_coco, progress=progress, amp=args.amp
     )
     print(format_table(voc, coco))
     print(
@@ -86,6 +93,8 @@ def run(args: argparse.Namespace) -> int:
         "split": args.split,
         "scoring": detector.config.scoring,
         "scales": list(detector.config.scales),
+        "device": str(device),
+        "amp": args.amp,
         "proposals_per_image": sum(p.shape[0] for p in data.proposals) / max(1, len(data)),
         "seconds": seconds,
     }

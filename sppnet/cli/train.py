@@ -55,6 +55,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--no-tensorboard", action="store_true", help="write no TensorBoard logs (OUTPUT/tb)"
     )
+    parser.add_argument(
+        "--device", help="cpu, cuda, cuda:N (default: this process's GPU if any, else cpu)"
+    )
+    parser.add_argument(
+        "--amp",
+        choices=("off", "bf16", "fp16"),
+        help="mixed precision of the gradient stages (sets train.amp; default: the config's)",
+    )
     parser.add_argument("--json", metavar="PATH", help="also write the training summary here")
 
 
@@ -65,7 +73,8 @@ def run(args: argparse.Namespace) -> int:
     from sppnet.utils.atomic import atomic_write_json
 
     try:
-        config = apply_overrides(load_config_file(args.config), args.overrides)
+        amp = [f"train.amp={args.amp}"] if args.amp else []
+        config = apply_overrides(load_config_file(args.config), [*args.overrides, *amp])
     except ValueError as err:
         print(f"sppnet train: {err}", file=sys.stderr)
         return 2
@@ -79,6 +88,7 @@ def run(args: argparse.Namespace) -> int:
             workers=args.workers,
             progress=not args.no_progress,
             tensorboard=not args.no_tensorboard,
+            device=args.device,
         ).summary
     except TrainingInterrupted as stop:
         print(f"sppnet train: {stop}", file=sys.stderr)

@@ -7,6 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from sppnet.config._serializable import Serializable
+from sppnet.utils.amp import check_amp
 
 __all__ = ["TRAINING_STAGES", "TrainingConfig"]
 
@@ -56,6 +57,9 @@ class TrainingConfig(Serializable):
         max_proposals: proposals per image used in training (the highest ranked first).
         cache_dtype: dtype of the cached conv maps (``"float16"`` halves the memory).
         seed: random seed of the window sampler and the initialisation of new layers.
+        amp: mixed precision of the gradient stages (``"off"``, ``"bf16"``, ``"fp16"``: see
+            :data:`sppnet.utils.amp.AMP_MODES`); the feature cache, the SVMs and the box
+            regression always run in float32.
     """
 
     stages: tuple[str, ...] = ("finetune_fc", "svm", "box_regression")
@@ -92,6 +96,7 @@ class TrainingConfig(Serializable):
     max_proposals: int = 2000
     cache_dtype: str = "float16"
     seed: int = 0
+    amp: str = "off"
 
     def __post_init__(self) -> None:
         self.stages = tuple(self.stages)
@@ -128,5 +133,6 @@ class TrainingConfig(Serializable):
             raise ValueError(f"max_proposals must be >= 1, got {self.max_proposals}")
         if not self.box_loss_weight >= 0.0:
             raise ValueError(f"box_loss_weight must be >= 0, got {self.box_loss_weight}")
+        check_amp(self.amp, "amp")
         if not 0.0 < self.lr_decay_at <= 1.0:
             raise ValueError(f"lr_decay_at must be in (0, 1], got {self.lr_decay_at}")

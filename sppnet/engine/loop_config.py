@@ -12,11 +12,15 @@ from typing import Any
 
 import torch
 
+from sppnet.utils.amp import check_amp
+
 __all__ = [
     "FitResult",
     "LoopConfig",
     "NonFiniteLossError",
     "TrainingInterrupted",
+    "check_losses",
+    "check_trainer_inputs",
     "jsonable",
     "move_to_device",
 ]
@@ -67,6 +71,9 @@ class LoopConfig:
             available, else CPU).
         progress: show a tqdm progress bar (rank 0 only).
         find_unused_parameters: passed to ``DistributedDataParallel``.
+        amp: mixed precision of the step function (:data:`~sppnet.utils.amp.AMP_MODES`):
+            ``"off"``, ``"bf16"`` (autocast to bfloat16) or ``"fp16"`` (autocast to float16, the
+            loss scaled by a ``GradScaler`` whose state is checkpointed).
     """
 
     output_dir: str | os.PathLike[str]
@@ -86,6 +93,7 @@ class LoopConfig:
     device: str | None = None
     progress: bool = True
     find_unused_parameters: bool = False
+    amp: str = "off"
 
     def __post_init__(self) -> None:
         def positive(name: str, allow_zero: bool = False) -> None:
@@ -106,6 +114,7 @@ class LoopConfig:
             positive("epochs")
         if self.max_steps is not None:
             positive("max_steps")
+        check_amp(self.amp, "LoopConfig.amp")
         if self.clip_grad_norm is not None and not self.clip_grad_norm > 0:
             raise ValueError(f"LoopConfig.clip_grad_norm must be > 0, got {self.clip_grad_norm}")
 
@@ -157,3 +166,48 @@ def jsonable(obj: Any) -> Any:
     if isinstance(obj, torch.Tensor) and obj.numel() == 1:
         return obj.item()
     return obj
+
+
+def check_trainer_inputs(
+    model: Any,
+    optimizer: Any,
+    step: Any,
+    dataset: Any,
+    config: Any,
+    stateful: Mapping[str, Any],
+) -> None:
+    """TypeError naming the first of :class:`~sppnet.engine.trainer.Trainer`'s arguments that
+    is not what it must be."""
+    if not isinstance(model, torch.nn.Module):
+        raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
+    if not isinstance(optimizer, torch.optim.Optimizer):
+        raise TypeError(f"optimizer must be a torch.optim.Optimizer, got {type(optimizer)}")
+    if not callable(step):
+        raise TypeError("step must be callable: step(model, batch) -> dict of losses")
+    if not hasattr(dataset, "__len__") or not hasattr(dataset, "__getitem__"):
+        raise TypeError("dataset must be map-style (define __len__ and __getitem__)")
+    if not isinstance(config, LoopConfig):
+        raise TypeError(f"config must be a LoopConfig, got {type(config).__name__}")
+    for name, obj in stateful.items():
+        if not isinstance(obj, torch.Generator) and not (
+            hasattr(obj, "state_dict") and hasattr(obj, "load_state_dict")
+        ):
+            raise TypeError(
+                f"stateful[{name!r}] must be a torch.Generator or have "
+                f"state_dict()/load_state_dict(); got {type(obj).__name__}"
+            )
+
+
+def check_losses(losses: Any) -> dict[str, torch.Tensor]:
+    """What a step function returned, as a dict, or TypeError: a mapping of scalar tensors with
+    the one to minimise under ``"loss"``."""
+    if not isinstance(losses, Mapping) or "loss" not in losses:
+        raise TypeError(
+            "step(model, batch) must return a dict of scalar tensors with the total under "
+            f"'loss'; got {type(losses).__name__}"
+            + (f" with keys {sorted(losses)}" if isinstance(losses, Mapping) else "")
+        )
+    for k, v in losses.items():
+        if not isinstance(v, torch.Tensor) or v.numel() != 1:
+            raise TypeError(f"step(...)[{k!r}] must be a scalar tensor, got {v!r}")
+    return dict(losses)

@@ -49,11 +49,8 @@ and gets:
   gradients averaged after ``backward``), the data sharded per rank, losses averaged over
   ranks; ``batch_size`` is per process (docs/distributed.md).
 
-Around each step the loop runs hooks (:mod:`sppnet.engine.hooks`: logging, checkpoints, the
-stop signal, the epoch-end callback, and any the caller adds with ``hooks=``).
-
-Data that is just indices (e.g. images whose windows the step function samples itself) fits
-too: ``dataset=range(num_images)`` with ``collate_fn=list`` makes each batch a list of ints.
+- **Hooks** run around each step (:mod:`sppnet.engine.hooks`; the caller adds more with
+  ``hooks=``); ``amp`` runs the step under autocast (fp16 with a checkpointed grad scaler).
 """
 
 from __future__ import annotations
@@ -91,6 +88,8 @@ from sppnet.engine.loop_config import (
     LoopConfig,
     NonFiniteLossError,
     TrainingInterrupted,
+    check_losses,
+    check_trainer_inputs,
     jsonable,
     move_to_device,
 )
@@ -102,6 +101,7 @@ from sppnet.engine.run_dir import (
 from sppnet.engine.sampling import epoch_loader
 from sppnet.engine.signals import GracefulStop
 from sppnet.engine.trainer_state import capture_trainer_state, resume_trainer
+from sppnet.utils.amp import autocast
 from sppnet.utils.atomic import atomic_write_json
 from sppnet.utils.seed import capture_rng_state, restore_rng_state
 
@@ -179,16 +179,7 @@ class Trainer:
         stateful: Mapping[str, Any] | None = None,
         hooks: Sequence[HookBase] = (),
     ) -> None:
-        if not isinstance(model, nn.Module):
-            raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
-        if not isinstance(optimizer, torch.optim.Optimizer):
-            raise TypeError(f"optimizer must be a torch.optim.Optimizer, got {type(optimizer)}")
-        if not callable(step):
-            raise TypeError("step must be callable: step(model, batch) -> dict of losses")
-        if not hasattr(dataset, "__len__") or not hasattr(dataset, "__getitem__"):
-            raise TypeError("dataset must be map-style (define __len__ and __getitem__)")
-        if not isinstance(config, LoopConfig):
-            raise TypeError(f"config must be a LoopConfig, got {type(config).__name__}")
+        check_trainer_inputs(model, optimizer, step, dataset, config, stateful or {})
         self.config = config
         self.optimizer = optimizer
         self.scheduler = scheduler
@@ -198,14 +189,6 @@ class Trainer:
         self.model_config = dict(model_config or {})
         self.on_epoch_end = on_epoch_end
         self.stateful = dict(stateful or {})
-        for name, obj in self.stateful.items():
-            if not isinstance(obj, torch.Generator) and not (
-                hasattr(obj, "state_dict") and hasattr(obj, "load_state_dict")
-            ):
-                raise TypeError(
-                    f"stateful[{name!r}] must be a torch.Generator or have "
-                    f"state_dict()/load_state_dict(); got {type(obj).__name__}"
-                )
         self.output_dir = Path(config.output_dir)
         self.checkpoint_dir = self.output_dir / "checkpoints"
         self.log_path = self.output_dir / "log.jsonl"
@@ -223,6 +206,10 @@ class Trainer:
             torch.backends.cudnn.benchmark = False
 
         self._model = model.to(self.device)
+        # Disabled (a pass-through) unless amp is fp16; its state is then checkpointed.
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=config.amp == "fp16")
+        if self.scaler.is_enabled():
+            self.stateful.setdefault("grad_scaler", self.scaler)
         self._train_model: nn.Module = self._model
         self.step = 0
         self.last_checkpoint: Path | None = None
@@ -431,21 +418,25 @@ class Trainer:
         batch = move_to_device(batch, self.device)
         self._train_model.train()
         self._ddp_forward_called = False
-        losses = self._compute_losses(batch)
+        with autocast(self.device, self.config.amp):
+            losses = check_losses(self.step_fn(self._train_model, batch))
         values = self._reduce_losses(losses)
         bad = {k: v for k, v in values.items() if not math.isfinite(v)}
         if bad:
             self._raise_nonfinite(f"loss {bad}", epoch)
         self.optimizer.zero_grad(set_to_none=True)
-        losses["loss"].backward()
+        self.scaler.scale(losses["loss"]).backward()
         if self.world_size > 1 and not self._ddp_forward_called:
             self._average_gradients()
         if self.config.clip_grad_norm is not None:
+            self.scaler.unscale_(self.optimizer)
             norm = nn.utils.clip_grad_norm_(self._params, self.config.clip_grad_norm)
-            if not math.isfinite(float(norm)):
+            # Under fp16 an overflow is the scaler's to handle: it skips the update.
+            if not math.isfinite(float(norm)) and not self.scaler.is_enabled():
                 self._raise_nonfinite(f"gradient norm {float(norm)}", epoch)
             values["grad_norm"] = float(norm)
-        self.optimizer.step()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
         if self.scheduler is not None:
             self.scheduler.step()
         self.step += 1
@@ -471,19 +462,6 @@ class Trainer:
     def stop_signal_name(self) -> str | None:
         """The name of the signal that asked to stop, if any."""
         return None if self._stop is None else self._stop.signal_name
-
-    def _compute_losses(self, batch: Any) -> dict[str, torch.Tensor]:
-        losses = self.step_fn(self._train_model, batch)
-        if not isinstance(losses, Mapping) or "loss" not in losses:
-            raise TypeError(
-                "step(model, batch) must return a dict of scalar tensors with the total under "
-                f"'loss'; got {type(losses).__name__}"
-                + (f" with keys {sorted(losses)}" if isinstance(losses, Mapping) else "")
-            )
-        for k, v in losses.items():
-            if not isinstance(v, torch.Tensor) or v.numel() != 1:
-                raise TypeError(f"step(...)[{k!r}] must be a scalar tensor, got {v!r}")
-        return dict(losses)
 
     def _note_ddp_forward(self, module: nn.Module, args: Any) -> None:
         self._ddp_forward_called = True

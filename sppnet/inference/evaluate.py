@@ -20,14 +20,16 @@ def evaluate(
     *,
     coco: bool = True,
     progress: bool = True,
+    amp: str = "off",
 ) -> tuple[Any, Any, list[dict[str, Any]], dict[str, float]]:
-    """Detect on every image of ``data`` and score it (VOC07/VOC10 AP, and COCO AP with ``coco``).
+    """Detect on every image of ``data`` and score it (VOC07/VOC10 AP, and COCO AP with ``coco``);
+    ``amp`` as :func:`~sppnet.inference.predict`.
 
     Returns:
         ``(voc_result, coco_result_or_None, predictions, seconds)`` where ``seconds`` holds
         ``conv``, ``pool_fc_nms`` (totals) and ``per_image``.
     """
-    preds, times = predict(detector, data, progress=progress)
+    preds, times = predict(detector, data, progress=progress, amp=amp)
     voc = evaluate_voc(preds, data.targets, classes)
     coco_result = evaluate_coco(preds, data.targets, classes) if coco else None
     n = max(1, len(data))

@@ -177,8 +177,12 @@ def run_demo(
     compare: bool = False,
     workers: int | None = None,
     progress: bool = True,
+    device: str | None = None,
+    amp: str = "off",
 ) -> DemoResult:
-    """Run the job (see the module docstring) and write its outputs to ``out``."""
+    """Run the job (see the module docstring) and write its outputs to ``out``: training on
+    ``device`` (default: the GPU if there is one), evaluation under autocast ``amp`` (training's
+    mixed precision is the config's ``train.amp``)."""
     from sppnet.data.demo import make_demo_dataset
 
     machine = {
@@ -199,7 +203,7 @@ def run_demo(
     stages.done("proposals")
 
     trained = train_from_config(
-        config, out / "train", train, resume=True, reuse=True, progress=progress
+        config, out / "train", train, resume=True, reuse=True, progress=progress, device=device
     )
     detector, heads = trained.detector, trained.heads
     stages.done("train (reused)" if trained.reused else "train")
@@ -207,7 +211,7 @@ def run_demo(
     classes = list(detector.config.class_names or [str(i) for i in range(1, 11)])
     results: dict[str, tuple[Any, Any]] = {}
     variants: dict[str, Any] = {}
-    preds, times = predict_variants(detector, test, heads, progress=progress)
+    preds, times = predict_variants(detector, test, heads, progress=progress, amp=amp)
     _score_variants(preds, test, classes, "", results, variants)
     stages.seconds["detect_per_image"] = round((times["conv"] + times["rest"]) / len(test), 4)
     stages.done("evaluate")
@@ -215,7 +219,9 @@ def run_demo(
     # 5 scales at test time (the paper's five, rescaled so 688 -> the demo's single scale)
     multi = copy.deepcopy(detector)
     multi.set_scales(scaled_scales(detector.config.scales[0]))
-    preds5, _ = predict_variants(multi, test, heads, box_regression=(True,), progress=progress)
+    preds5, _ = predict_variants(
+        multi, test, heads, box_regression=(True,), progress=progress, amp=amp
+    )
     _score_variants(preds5, test, classes, "/5_scales_test", results, variants)
     if multi.config.scoring == MAIN_HEAD:
         # The headline model as it is reported (its test scales in its config), so that

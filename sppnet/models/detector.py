@@ -254,10 +254,11 @@ class SPPNetDetector(nn.Module):
         """
         pooled = pooled.float()
         x = self.box_head(pooled)
-        scores = self.box_predictor.class_scores(x)
+        # float32 out whatever autocast ran the layers in: boxes are decoded from these.
+        scores = self.box_predictor.class_scores(x).float()
         deltas = None
         if self.box_regressor is not None:
-            deltas = self.box_regressor(self.box_regression_features(pooled, x))
+            deltas = self.box_regressor(self.box_regression_features(pooled, x)).float()
         return scores, deltas
 
     def box_regression_features(self, pooled: Tensor, fc7: Tensor | None = None) -> Tensor:

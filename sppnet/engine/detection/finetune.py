@@ -146,6 +146,8 @@ def _fit(
             log_every=max(1, min(10, num_images // cfg.images_per_batch)),
             resume=resume,
             progress=progress,
+            device=str(next(detector.parameters()).device),
+            amp=cfg.amp,
         ),
         collate_fn=_as_list,
         model_config=detector.checkpoint_config(),

@@ -30,7 +30,7 @@ from sppnet.config import ExperimentConfig
 from sppnet.engine.detection.build import load_split
 from sppnet.engine.detection.data import DetectionSet
 from sppnet.engine.detection.pipeline import train_detector
-from sppnet.engine.distributed import is_main_process
+from sppnet.engine.distributed import is_main_process, process_device
 from sppnet.io import CheckpointError
 from sppnet.models.detector import SPPNetDetector
 from sppnet.models.score_fusion import SoftmaxSVMFusion
@@ -82,13 +82,13 @@ def _with_fusion(heads: dict[str, nn.Module]) -> dict[str, nn.Module]:
     return heads
 
 
-def load_trained(output: Path) -> TrainResult:
+def load_trained(output: Path, map_location: Any = "cpu") -> TrainResult:
     """The detector and heads a finished :func:`train_from_config` left in ``output``.
 
     Raises:
         sppnet.io.CheckpointError: a model folder is missing or unusable.
     """
-    model = SPPNetDetector.from_pretrained(output / "model")
+    model = SPPNetDetector.from_pretrained(output / "model", map_location=map_location)
     heads: dict[str, nn.Module] = {}
     if isinstance(model.box_predictor, SoftmaxSVMFusion):
         heads = {"svm": model.box_predictor.svms, "softmax": model.box_predictor.softmax}
@@ -96,7 +96,8 @@ def load_trained(output: Path) -> TrainResult:
         if kind == model.config.scoring:
             heads[kind] = model.box_predictor
         elif kind not in heads and (output / f"model_{kind}").is_dir():
-            heads[kind] = SPPNetDetector.from_pretrained(output / f"model_{kind}").box_predictor
+            other = SPPNetDetector.from_pretrained(output / f"model_{kind}", map_location)
+            heads[kind] = other.box_predictor
     summary_path = output / "train_summary.json"
     summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
     return TrainResult(model, _with_fusion(heads), summary, reused=True)
@@ -112,6 +113,7 @@ def train_from_config(
     workers: int | None = None,
     progress: bool = True,
     tensorboard: bool = True,
+    device: str | torch.device | None = None,
 ) -> TrainResult:
     """Build, train and save a detector (see the module docstring for the output).
 
@@ -126,6 +128,8 @@ def train_from_config(
         workers: proposal worker processes (for missing proposals).
         progress: progress bars.
         tensorboard: write TensorBoard event files to ``output/tb`` (rank 0).
+        device: where the detector trains (default: this process's GPU if there is one, else
+            the CPU: :func:`~sppnet.engine.distributed.process_device`).
     """
     output = Path(output)
     fingerprint = _fingerprint(config)
@@ -136,7 +140,7 @@ def train_from_config(
         and json.loads(stamp.read_text()).get("fingerprint") == fingerprint
     ):
         try:
-            return load_trained(output)
+            return load_trained(output, device if device else process_device())
         except (CheckpointError, FileNotFoundError) as err:
             logger.warning("trained model in %s unusable (%s); training again", output, err)
     start = time.perf_counter()
@@ -145,7 +149,7 @@ def train_from_config(
         train = load_split(config, split, workers=workers, progress=progress)
     t_data = time.perf_counter() - start
     torch.manual_seed(config.train.seed)
-    detector = SPPNetDetector(config.model)
+    detector = SPPNetDetector(config.model).to(device if device else process_device())
     tb_dir = output / "tb" if tensorboard and is_main_process() else None
     trained = train_detector(
         detector,
