@@ -97,8 +97,14 @@ class SPPNetDetector(nn.Module):
         self.transform = DetectionTransform(
             backbone.mean, backbone.std, config.scales, config.max_size
         )
+        # The detector makes the batch indices itself and checks the proposals once per forward
+        # call, so the pooler skips its value checks (each a device sync on a GPU).
         self.pooler = RoISpatialPyramidPooling(
-            config.levels, 1.0 / backbone.stride, config.pool_mode, mapping="paper"
+            config.levels,
+            1.0 / backbone.stride,
+            config.pool_mode,
+            mapping="paper",
+            check_boxes=False,
         )
         pooled = self.pooler.output_size(backbone.out_channels)
         if config.fc_dims:
@@ -329,6 +335,9 @@ class SPPNetDetector(nn.Module):
                 raise ValueError("give images or features")
             if len(images) != len(proposals):
                 raise ValueError(f"got {len(images)} images but {len(proposals)} proposal tensors")
+        for i, p in enumerate(proposals):
+            if p.numel() and not bool(torch.isfinite(p).all()):
+                raise ValueError(f"proposals[{i}] holds NaN or Inf coordinates")
         if self.training:
             n = len(proposals)
             if targets is None or len(targets) != n:

@@ -37,7 +37,10 @@ def _check_box_tensor(boxes: Tensor, what: str, columns: int, device: torch.devi
 
 
 def boxes_to_rois(
-    boxes: Tensor | Sequence[Tensor], num_images: int, device: torch.device
+    boxes: Tensor | Sequence[Tensor],
+    num_images: int,
+    device: torch.device,
+    check_values: bool = True,
 ) -> tuple[Tensor, Tensor]:
     """Validate ``boxes`` and split them into batch indices and corner coordinates.
 
@@ -47,6 +50,9 @@ def boxes_to_rois(
             pixels. Any real dtype.
         num_images: N, the batch size of the feature map.
         device: the feature map's device; the boxes must be on it.
+        check_values: also check the values (whole batch indices in range, finite
+            coordinates), which reads them back to the host: a device sync on a GPU. Shapes,
+            dtypes and devices are always checked.
 
     Returns:
         ``(image, coords)``: Tensor[K] int64 batch indices and Tensor[K, 4] float64 (float32 on
@@ -63,13 +69,8 @@ def boxes_to_rois(
         rois = boxes.to(dtype)
         index = rois[:, 0]
         coords = rois[:, 1:]
-        if not bool(torch.all(index == torch.floor(index))):
-            raise ValueError(f"{_FN}: boxes[:, 0] (batch index) must hold whole numbers")
-        if rois.shape[0] and not (float(index.min()) >= 0 and float(index.max()) < num_images):
-            raise ValueError(
-                f"{_FN}: boxes[:, 0] (batch index) must lie in [0, {num_images}), got values in "
-                f"[{float(index.min()):g}, {float(index.max()):g}]"
-            )
+        if check_values:
+            _check_batch_index(index, num_images)
         image = index.long()
     elif isinstance(boxes, (list, tuple)):
         if len(boxes) > num_images:
@@ -91,9 +92,19 @@ def boxes_to_rois(
             f"{_FN}: boxes must be a Tensor[K, 5] or a list of Tensor[L, 4], got "
             f"{type(boxes).__name__}"
         )
-    if not bool(torch.isfinite(coords).all()):
+    if check_values and not bool(torch.isfinite(coords).all()):
         raise ValueError(f"{_FN}: box coordinates must be finite (found NaN or Inf)")
     return image, coords
+
+
+def _check_batch_index(index: Tensor, num_images: int) -> None:
+    if not bool(torch.all(index == torch.floor(index))):
+        raise ValueError(f"{_FN}: boxes[:, 0] (batch index) must hold whole numbers")
+    if index.numel() and not (float(index.min()) >= 0 and float(index.max()) < num_images):
+        raise ValueError(
+            f"{_FN}: boxes[:, 0] (batch index) must lie in [0, {num_images}), got values in "
+            f"[{float(index.min()):g}, {float(index.max()):g}]"
+        )
 
 
 def roi_spp(
@@ -104,6 +115,7 @@ def roi_spp(
     mode: str = "max",
     mapping: str = "paper",
     backend: str = "auto",
+    check_boxes: bool = True,
 ) -> Tensor:
     """Spatial pyramid pooling of each region of a batch of feature maps (SPP-net detection).
 
@@ -157,6 +169,9 @@ def roi_spp(
         backend: ``"auto"``, ``"torch"``, ``"numba"`` or ``"triton"`` (see
             :func:`resolve_backend`); all give the same values and gradients (bit for bit but for
             the documented exceptions, see docs/ops.md).
+        check_boxes: check the boxes' values (batch indices, finite coordinates). The check reads
+            them back to the host, a device sync on a GPU: callers that made the boxes
+            themselves (the detector) turn it off. Shapes, dtypes and devices are always checked.
 
     Returns:
         Tensor[K, C * sum(n*n for n in levels)] of ``input``'s dtype: levels in the given order,
@@ -172,7 +187,7 @@ def roi_spp(
     mode = check_mode(mode, _FN)
     mapping = check_mapping(mapping, _FN)
     kernel = resolve_backend(input, check_backend(backend, _FN))
-    image, coords = boxes_to_rois(boxes, input.shape[0], input.device)
+    image, coords = boxes_to_rois(boxes, input.shape[0], input.device, check_boxes)
     if mapping == "round":
         # roi_pool does its arithmetic in the input's dtype (its `T`); 16-bit inputs use float32.
         arith = input.dtype if input.dtype in (torch.float32, torch.float64) else torch.float32
@@ -263,6 +278,7 @@ class RoISpatialPyramidPooling(nn.Module):
         mapping: ``"paper"`` or ``"round"``.
         backend: ``"auto"``, ``"torch"``, ``"numba"`` or ``"triton"`` (see
             :func:`resolve_backend`).
+        check_boxes: as :func:`roi_spp`'s.
     """
 
     def __init__(
@@ -272,9 +288,11 @@ class RoISpatialPyramidPooling(nn.Module):
         mode: str = "max",
         mapping: str = "paper",
         backend: str = "auto",
+        check_boxes: bool = True,
     ) -> None:
         super().__init__()
         name = type(self).__name__
+        self.check_boxes = bool(check_boxes)
         self.levels = check_levels(levels, name)
         self.spatial_scale = check_spatial_scale(spatial_scale, name)
         self.mode = check_mode(mode, name)
@@ -290,7 +308,14 @@ class RoISpatialPyramidPooling(nn.Module):
     def forward(self, input: Tensor, boxes: Tensor | Sequence[Tensor]) -> Tensor:
         self.last_backend = resolve_backend(input, self.backend)
         return roi_spp(
-            input, boxes, self.levels, self.spatial_scale, self.mode, self.mapping, self.backend
+            input,
+            boxes,
+            self.levels,
+            self.spatial_scale,
+            self.mode,
+            self.mapping,
+            self.backend,
+            self.check_boxes,
         )
 
     def extra_repr(self) -> str:
