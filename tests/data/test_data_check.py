@@ -52,4 +52,4 @@ def test_coco_report(make_coco, tmp_path):
 def test_usage_errors(tmp_path, capsys):
     assert cli_main(["data", "check"]) == 2
     assert cli_main(["data", "check", str(tmp_path)]) == 1
-    assert "not a VOC root" in capsys.readouterr().out
+    assert "not a COCO, YOLO or VOC dataset folder" in capsys.readouterr().out
