@@ -65,6 +65,12 @@ class DatasetSubset(torch.utils.data.Dataset):
     def image_path(self, index: int) -> Path:
         return self.dataset.image_path(self.indices[index])
 
+    def __getattr__(self, name: str):
+        # Reader-specific attributes (root, image_dir, coco, missing_labels...) of the whole set.
+        if name == "dataset":
+            raise AttributeError(name)
+        return getattr(self.dataset, name)
+
 
 def split_dataset(
     dataset: DetectionDataset, val_fraction: float = 0.2, seed: int = 0
