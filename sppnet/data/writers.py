@@ -23,6 +23,7 @@ What each layout cannot hold, and what the writers do about it (counted in the s
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import xml.etree.ElementTree as ET
@@ -33,7 +34,6 @@ from typing import Any
 import yaml
 
 from sppnet.data.target import xyxy_to_voc
-from sppnet.utils.atomic import atomic_write_json, atomic_write_text
 
 __all__ = ["WRITERS", "convert_dataset", "write_coco", "write_dataset", "write_voc", "write_yolo"]
 
@@ -68,7 +68,7 @@ def write_coco(splits: Mapping[str, Any], out: str | os.PathLike[str]) -> dict[s
                     ann["difficult"] = 1
                 annotations.append(ann)
         data = {"images": images, "annotations": annotations, "categories": categories}
-        atomic_write_json(out / "annotations" / f"instances_{split}.json", data, indent=None)
+        _write(out / "annotations" / f"instances_{split}.json", json.dumps(data) + "\n")
         summary["splits"][split]["objects"] = len(annotations)
     return summary
 
@@ -94,9 +94,7 @@ def write_yolo(splits: Mapping[str, Any], out: str | os.PathLike[str]) -> dict[s
                 cx, cy = (x1 + x2) / 2 / width, (y1 + y2) / 2 / height
                 w, h = (x2 - x1) / width, (y2 - y1) / height
                 lines.append(f"{label - 1} {cx!r} {cy!r} {w!r} {h!r}\n")
-            path = out / "labels" / split / f"{image_id}.txt"
-            path.parent.mkdir(parents=True, exist_ok=True)
-            atomic_write_text(path, "".join(lines), fsync=False)
+            _write(out / "labels" / split / f"{image_id}.txt", "".join(lines))
             written += len(lines)
         summary["splits"][split]["objects"] = written
     summary["dropped_difficult_or_crowd"] = dropped
@@ -105,7 +103,7 @@ def write_yolo(splits: Mapping[str, Any], out: str | os.PathLike[str]) -> dict[s
         "nc": len(classes),
         "names": dict(enumerate(classes)),
     }
-    atomic_write_text(out / "data.yaml", yaml.safe_dump(config, sort_keys=False))
+    _write(out / "data.yaml", yaml.safe_dump(config, sort_keys=False))
     return summary
 
 
@@ -142,16 +140,14 @@ def write_voc(splits: Mapping[str, Any], out: str | os.PathLike[str]) -> dict[st
                 crowd_as_difficult += bool(crowd)
                 records.append((classes[label - 1], voc_box, difficult or crowd))
             text = _voc_xml(name, target["size"], records)
-            atomic_write_text(out / "Annotations" / f"{image_id}.xml", text, fsync=False)
+            _write(out / "Annotations" / f"{image_id}.xml", text)
             objects += len(records)
         summary["splits"][split]["objects"] = objects
     if "train" in lists and "val" in lists and "trainval" not in lists:
         lists["trainval"] = list(dict.fromkeys(lists["train"] + lists["val"]))
     for split, ids in lists.items():
-        atomic_write_text(
-            out / "ImageSets" / "Main" / f"{split}.txt", "".join(f"{i}\n" for i in ids)
-        )
-    atomic_write_text(out / "classes.txt", "".join(f"{c}\n" for c in classes))
+        _write(out / "ImageSets" / "Main" / f"{split}.txt", "".join(f"{i}\n" for i in ids))
+    _write(out / "classes.txt", "".join(f"{c}\n" for c in classes))
     summary["boxes_rounded"] = rounded
     summary["crowd_as_difficult"] = crowd_as_difficult
     return summary
@@ -274,6 +270,12 @@ def _coco_image_ids(dataset: Any) -> list[int]:
     if all(t.isdigit() and t.isascii() for t in text) and len({int(t) for t in text}) == len(text):
         return [int(t) for t in text]
     return list(range(1, len(ids) + 1))
+
+
+def _write(path: Path, text: str) -> None:
+    # Plain writes: the whole folder is built aside and renamed into place (write_dataset).
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
 
 
 def _copy_image(dataset: Any, index: int, image_id: str, folder: Path) -> str:

@@ -129,7 +129,7 @@ def test_bad_data_yaml(make_yolo, text, match):
 
 def test_no_names_and_missing_split(make_yolo):
     root = make_yolo({"train": [("a", (8, 8), "")]}, names_file=None)
-    with pytest.raises(FileNotFoundError, match="no data.yaml and no classes.txt"):
+    with pytest.raises(FileNotFoundError, match=r"no data\.yaml and no classes\.txt"):
         YOLODetection(root, "train")
     assert YOLODetection(root, "train", ["a"]).classes == ["a"]
     (root / "classes.txt").write_text("cat\n")
