@@ -160,7 +160,7 @@ class DetectionDataset(torch.utils.data.Dataset):
         return message
 
     def _add(self, image_path: Path, target: dict) -> None:
-        stored = {
+        stored = {  # numpy arrays (from make_target_arrays) are stored as they are
             k: v.numpy().copy() if isinstance(v, torch.Tensor) else v for k, v in target.items()
         }
         self.records.append(Record(Path(image_path), stored))

@@ -33,7 +33,7 @@ from typing import Any
 from sppnet.data.detection import DetectionDataset
 from sppnet.data.errors import AnnotationError, ImageReadError
 from sppnet.data.images import DEFAULT_MAX_PIXELS, read_image_size
-from sppnet.data.target import check_box, make_target
+from sppnet.data.target import check_box, make_target_arrays
 
 __all__ = [
     "IMAGE_SUFFIXES",
@@ -156,7 +156,7 @@ class YOLODetection(DetectionDataset):
             self.missing_labels.append(image_id)
             boxes, labels = [], []
         flags = [False] * len(boxes)
-        self._add(image_path, make_target(boxes, labels, flags, flags, image_id, size))
+        self._add(image_path, make_target_arrays(boxes, labels, flags, flags, image_id, size))
 
 
 def parse_yolo_labels(
