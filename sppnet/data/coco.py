@@ -13,6 +13,10 @@ naming the file and the record, not a ``KeyError`` deep inside pycocotools), the
 - Annotations without ``area`` get ``w * h`` and without ``iscrowd`` get 0 in :attr:`coco`, which
   pycocotools' evaluation needs.
 - Images without annotations are kept (targets with no boxes).
+- An optional ``difficult`` field (0/1, not part of COCO; written by
+  :func:`sppnet.data.writers.write_coco` for VOC's difficult objects) sets ``difficult = True``
+  without ``iscrowd``; in :attr:`COCODetection.coco` such boxes get ``iscrowd = 1`` so that
+  COCOeval ignores them as :func:`sppnet.evaluation.evaluate_coco` does.
 """
 
 from __future__ import annotations
@@ -22,14 +26,14 @@ import io
 import json
 import math
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 from sppnet.data.detection import DetectionDataset
 from sppnet.data.errors import AnnotationError, ImageReadError
 from sppnet.data.images import DEFAULT_MAX_PIXELS
-from sppnet.data.target import check_box, coco_to_xyxy, make_target
+from sppnet.data.target import check_box, coco_to_xyxy, make_target_arrays
 
 __all__ = ["COCODetection", "load_coco_json"]
 
@@ -38,7 +42,9 @@ class COCODetection(DetectionDataset):
     """A COCO-format detection dataset.
 
     Args:
-        image_dir: the folder that ``images[].file_name`` is relative to.
+        image_dir: the folder that ``images[].file_name`` is relative to, or a list of candidate
+            folders: the first that holds the file of the first image record is used (so
+            ``file_name`` may be a bare name in ``DIR/train/`` or a path relative to ``DIR``).
         annotation_file: the COCO ``instances`` JSON file.
         on_invalid: ``"raise"`` (default) or ``"skip"``: skip an image record whose fields or
             whose annotations are invalid (and an annotation that names no known image); each
@@ -49,8 +55,11 @@ class COCODetection(DetectionDataset):
 
     Attributes:
         classes (category names by label), category_ids, image_ids (``str`` of the COCO ids),
-        coco (the ``pycocotools.coco.COCO`` index of the valid records), invalid.
+        result_image_ids (the integer ids), coco (the ``pycocotools.coco.COCO`` index of the
+        valid records), invalid.
     """
+
+    format = "coco"
 
     def __init__(
         self,
@@ -64,16 +73,17 @@ class COCODetection(DetectionDataset):
         max_pixels: int = DEFAULT_MAX_PIXELS,
     ) -> None:
         self.annotation_file = Path(annotation_file)
-        self.image_dir = Path(image_dir)
         data = load_coco_json(self.annotation_file)
+        self.image_dir = _choose_image_dir(image_dir, data["images"])
         categories = _check_categories(data["categories"], str(self.annotation_file))
-        self.category_ids: list[int] = sorted(categories)
+        category_ids = sorted(categories)
         super().__init__(
-            [categories[c] for c in self.category_ids],
+            [categories[c] for c in category_ids],
             on_invalid=on_invalid,
             verify_images=verify_images,
             apply_exif=apply_exif,
             max_pixels=max_pixels,
+            category_ids=category_ids,
         )
         if not self.image_dir.is_dir():
             raise FileNotFoundError(f"{self.image_dir}: image folder not found")
@@ -84,6 +94,10 @@ class COCODetection(DetectionDataset):
     def coco_image_id(self, index: int) -> int:
         """The integer COCO id of image ``index``."""
         return int(self.records[index].target["image_id"])
+
+    @property
+    def result_image_ids(self) -> list[int | str]:
+        return [int(r.target["image_id"]) for r in self.records]
 
     def _build(self, data: dict) -> None:
         where = str(self.annotation_file)
@@ -140,7 +154,7 @@ class COCODetection(DetectionDataset):
         self, image: dict, anns: list[tuple[int, dict]], label_of: dict[int, int], where: str
     ) -> tuple[dict, list[dict]]:
         size = (image["height"], image["width"])
-        boxes, labels, crowd, kept = [], [], [], []
+        boxes, labels, crowd, difficult, kept = [], [], [], [], []
         for number, ann in anns:
             category = ann.get("category_id")
             at = f"{where}, annotations[{number}] (id {ann.get('id')!r}, image id {image['id']})"
@@ -154,6 +168,9 @@ class COCODetection(DetectionDataset):
             iscrowd = ann.get("iscrowd", 0)
             if iscrowd not in (0, 1) or isinstance(iscrowd, float):
                 raise AnnotationError(f"{at}: iscrowd must be 0 or 1, got {iscrowd!r}")
+            is_difficult = ann.get("difficult", 0)
+            if is_difficult not in (0, 1) or isinstance(is_difficult, float):
+                raise AnnotationError(f"{at}: difficult must be 0 or 1, got {is_difficult!r}")
             area = ann.get("area", 0.0)
             if not _is_number(area) or area < 0:
                 raise AnnotationError(f"{at}: area must be a non-negative number, got {area!r}")
@@ -161,8 +178,9 @@ class COCODetection(DetectionDataset):
             boxes.append(check_box(coco_to_xyxy(*bbox), size, at, tolerance=self.box_tolerance))
             labels.append(label_of[category])
             crowd.append(bool(iscrowd))
-            kept.append({"area": bbox[2] * bbox[3], **ann, "iscrowd": int(iscrowd)})
-        target = make_target(boxes, labels, crowd, crowd, str(image["id"]), size)
+            difficult.append(bool(iscrowd) or bool(is_difficult))
+            kept.append({"area": bbox[2] * bbox[3], **ann, "iscrowd": int(difficult[-1])})
+        target = make_target_arrays(boxes, labels, difficult, crowd, str(image["id"]), size)
         return target, kept
 
     def _image_path(self, file_name: str, where: str, image_id: int) -> Path:
@@ -213,6 +231,32 @@ def load_coco_json(path: str | os.PathLike[str]) -> dict[str, Any]:
     return data
 
 
+def _choose_image_dir(
+    image_dir: str | os.PathLike[str] | Sequence[str | os.PathLike[str]], images: list
+) -> Path:
+    if isinstance(image_dir, str | os.PathLike):
+        return Path(image_dir)
+    candidates = [Path(c) for c in image_dir]
+    existing = [c for c in candidates if c.is_dir()]
+    if not existing:
+        raise FileNotFoundError(
+            "image folder not found: none of " + ", ".join(str(c) for c in candidates)
+        )
+    first = next(
+        (i["file_name"] for i in images if isinstance(i, Mapping) and _is_name(i.get("file_name"))),
+        None,
+    )
+    if first is not None:
+        for folder in existing:
+            if (folder / first).is_file():
+                return folder
+    return existing[0]
+
+
+def _is_name(value: Any) -> bool:
+    return isinstance(value, str) and bool(value) and ".." not in value and "\0" not in value
+
+
 def _check_categories(categories: list, where: str) -> dict[int, str]:
     names: dict[int, str] = {}
     for number, cat in enumerate(categories):
@@ -253,7 +297,12 @@ def _is_int(value: Any) -> bool:
 
 
 def _is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    kind = type(value)
+    if kind is float:  # the common case first: 350k calls for 70k boxes
+        return math.isfinite(value)
+    return kind is int or (
+        isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    )
 
 
 def _reject_constant(name: str) -> Any:

@@ -41,7 +41,13 @@ class DetectionDataset(torch.utils.data.Dataset):
 
     Items are ``(image, target)``: Tensor[3, H, W] uint8 RGB and the target dict of
     :mod:`sppnet.data.target`. Subclasses fill ``records`` through :meth:`_add` / :meth:`_reject`.
+
+    ``category_ids`` are the dataset's own class ids, for results files: label ``i + 1`` is
+    category ``category_ids[i]`` (COCO: the file's ids; YOLO: the class indices 0..K-1; VOC and
+    others: 1..K). ``format`` names the layout (``"voc"``, ``"coco"``, ``"yolo"``).
     """
+
+    format: str = "detection"
 
     def __init__(
         self,
@@ -51,6 +57,7 @@ class DetectionDataset(torch.utils.data.Dataset):
         verify_images: bool = True,
         apply_exif: bool = True,
         max_pixels: int = DEFAULT_MAX_PIXELS,
+        category_ids: list[int] | None = None,
     ) -> None:
         if on_invalid not in ON_INVALID:
             raise ValueError(f"on_invalid must be one of {ON_INVALID}, got {on_invalid!r}")
@@ -63,6 +70,14 @@ class DetectionDataset(torch.utils.data.Dataset):
                 f"classes must be a non-empty list of distinct non-empty names, got {classes}"
             )
         self.classes: list[str] = list(classes)
+        if category_ids is None:
+            category_ids = list(range(1, len(classes) + 1))
+        if len(category_ids) != len(classes) or len(set(category_ids)) != len(category_ids):
+            raise ValueError(
+                f"category_ids must be {len(classes)} distinct ids, one per class, got "
+                f"{category_ids}"
+            )
+        self.category_ids: list[int] = [int(c) for c in category_ids]
         self.on_invalid = on_invalid
         self.verify_images = verify_images
         self.apply_exif = apply_exif
@@ -80,6 +95,11 @@ class DetectionDataset(torch.utils.data.Dataset):
     @property
     def image_ids(self) -> list[str]:
         return [r.target["image_id"] for r in self.records]
+
+    @property
+    def result_image_ids(self) -> list[int | str]:
+        """The ids a COCO results file uses for these images (COCO: the integer ids)."""
+        return self.image_ids
 
     def __len__(self) -> int:
         return len(self.records)
@@ -140,7 +160,7 @@ class DetectionDataset(torch.utils.data.Dataset):
         return message
 
     def _add(self, image_path: Path, target: dict) -> None:
-        stored = {
+        stored = {  # numpy arrays (from make_target_arrays) are stored as they are
             k: v.numpy().copy() if isinstance(v, torch.Tensor) else v for k, v in target.items()
         }
         self.records.append(Record(Path(image_path), stored))

@@ -12,3 +12,8 @@ class AnnotationError(ValueError):
     """An annotation record is invalid: malformed XML/JSON, wrong types, a class not in the list,
     a box outside the image or with non-positive size, or an image whose real size disagrees with
     the annotation. The message names the file and, where there is one, the object."""
+
+
+class DatasetLayoutError(ValueError):
+    """A folder is in none of the known dataset layouts (COCO, YOLO, VOC), in several of them,
+    or lacks the split asked for. The message names the folder and what was expected."""

@@ -73,6 +73,8 @@ class VOCDetection(DetectionDataset):
         classes, image_ids, invalid (``(file, reason)`` of each skipped record), num_classes.
     """
 
+    format = "voc"
+
     def __init__(
         self,
         root: str | os.PathLike[str],

@@ -1,8 +1,14 @@
 """Detection metrics: PASCAL VOC AP (VOC2007 11-point and VOC2010+ area), COCO AP through
-pycocotools, PR-curve plots, the results JSON, Hoiem et al.'s error analysis and the HTML report.
-See docs/evaluation.md."""
+pycocotools, PR-curve plots, the results JSON, COCO detection results files, Hoiem et al.'s
+error analysis and the HTML report. See docs/evaluation.md and docs/data.md."""
 
 from sppnet.evaluation.coco import COCO_METRICS, COCOResult, evaluate_coco
+from sppnet.evaluation.coco_results import (
+    ResultsFileError,
+    predictions_to_coco_results,
+    read_coco_results,
+    write_coco_results,
+)
 from sppnet.evaluation.errors import (
     ErrorAnalysis,
     MatchedDetections,
@@ -21,6 +27,7 @@ __all__ = [
     "ClassResult",
     "ErrorAnalysis",
     "MatchedDetections",
+    "ResultsFileError",
     "VOCResult",
     "analyze_errors",
     "average_precision",
@@ -29,8 +36,11 @@ __all__ = [
     "format_table",
     "match_detections",
     "plot_pr_curves",
+    "predictions_to_coco_results",
+    "read_coco_results",
     "results_to_dict",
     "save_pr_curves",
+    "write_coco_results",
     "write_report",
     "write_results_json",
 ]

@@ -83,3 +83,34 @@ def make_coco(tmp_path):
         return image_dir, path
 
     return make
+
+
+@pytest.fixture
+def make_yolo(tmp_path):
+    """``make_yolo({split: [(stem, (H, W), label_text_or_None)]}, names=[...], names_file=...)``
+    writes ``images/SPLIT/STEM.jpg`` of that size and, unless the text is None,
+    ``labels/SPLIT/STEM.txt``; class names go to data.yaml (``names_file="yaml"``, a list),
+    ``"yaml-dict"``, ``"classes.txt"`` or nowhere (None). Returns the root."""
+
+    def make(splits, names=("cat", "dog"), names_file="yaml", root_name="yolo"):
+        root = tmp_path / root_name
+        root.mkdir(exist_ok=True)
+        for split, records in splits.items():
+            for number, (stem, size, text) in enumerate(records):
+                _write_image(root / "images" / split / f"{stem}.jpg", *size, seed=number)
+                if text is not None:
+                    label = root / "labels" / split / f"{stem}.txt"
+                    label.parent.mkdir(parents=True, exist_ok=True)
+                    label.write_text(text)
+        if names_file == "yaml":
+            (root / "data.yaml").write_text(
+                "train: images/train\nval: images/val\nnames: [" + ", ".join(names) + "]\n"
+            )
+        elif names_file == "yaml-dict":
+            lines = "".join(f"  {i}: {n}\n" for i, n in enumerate(names))
+            (root / "data.yaml").write_text("names:\n" + lines)
+        elif names_file == "classes.txt":
+            (root / "classes.txt").write_text("".join(f"{n}\n" for n in names))
+        return root
+
+    return make
