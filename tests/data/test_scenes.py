@@ -125,7 +125,7 @@ def test_sizes_colours_and_counts_in_the_documented_ranges(mnist):
     assert (heights < 32).mean() > 0.15  # small digits are common
     assert min(counts) >= 2 and max(counts) <= 9
     low = (contrasts <= config.low_contrast_max).mean()
-    assert 0.2 < low < 0.6 and contrasts.max() > 120
+    assert 0.25 < low < 0.8 and contrasts.max() > 120  # 30 % drawn low, others by chance
 
 
 def test_scene_photos_are_not_demo_photos():
