@@ -1,0 +1,249 @@
+"""Photometric augmentation for detection, seeded by a :class:`torch.Generator`.
+
+Functions work on one image ``Tensor[3, H, W] uint8`` (RGB) and return a new one of the same
+shape and dtype; the colour operations are torchvision's (``torchvision.transforms.v2.functional``)
+so their arithmetic is the one the ecosystem uses. Only :func:`hflip` moves pixels, and it is the
+only one that changes boxes (``Tensor[G, 4]`` xyxy float, 0-based pixels, exclusive right edge,
+as in the targets of ``docs/data.md``).
+
+The transforms are callables ``(image, boxes, generator) -> (image, boxes)`` that draw their
+randomness from ``generator`` only, so the same generator state gives the same output; compose
+them with :class:`Compose`, or build the usual recipe with :func:`build_augment`.
+Horizontal flipping is off unless asked for: it turns a digit into something that is not one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+import torchvision.transforms.v2.functional as TF
+from torch import Tensor
+
+__all__ = [
+    "AugmentConfig",
+    "ColorJitter",
+    "Compose",
+    "RandomGreyscale",
+    "RandomHorizontalFlip",
+    "RandomInvert",
+    "adjust_brightness",
+    "adjust_contrast",
+    "adjust_hue",
+    "adjust_saturation",
+    "build_augment",
+    "hflip",
+    "hflip_boxes",
+    "invert",
+    "to_greyscale",
+]
+
+
+def _check_image(image: Tensor, name: str) -> None:
+    if not isinstance(image, Tensor) or image.dtype != torch.uint8 or image.dim() != 3:
+        raise ValueError(f"{name}: expected an image Tensor[3, H, W] uint8")
+    if image.shape[0] != 3:
+        raise ValueError(f"{name}: expected 3 channels, got {image.shape[0]}")
+
+
+def adjust_brightness(image: Tensor, factor: float) -> Tensor:
+    """``image * factor``, clipped to 0..255 (``factor >= 0``; 1 leaves it unchanged)."""
+    _check_image(image, "adjust_brightness")
+    return TF.adjust_brightness(image, factor)
+
+
+def adjust_contrast(image: Tensor, factor: float) -> Tensor:
+    """Blend with the image's mean grey level: ``mean + factor * (image - mean)``, clipped."""
+    _check_image(image, "adjust_contrast")
+    return TF.adjust_contrast(image, factor)
+
+
+def adjust_saturation(image: Tensor, factor: float) -> Tensor:
+    """Blend with the image's greyscale: 0 gives grey, 1 the image, 2 doubles the saturation."""
+    _check_image(image, "adjust_saturation")
+    return TF.adjust_saturation(image, factor)
+
+
+def adjust_hue(image: Tensor, shift: float) -> Tensor:
+    """Rotate the hue by ``shift`` turns (``-0.5..0.5``) in HSV; grey pixels are unchanged."""
+    _check_image(image, "adjust_hue")
+    if not -0.5 <= shift <= 0.5:
+        raise ValueError(f"adjust_hue: shift must be in [-0.5, 0.5], got {shift}")
+    return TF.adjust_hue(image, shift)
+
+
+def to_greyscale(image: Tensor) -> Tensor:
+    """ITU-R 601 luma (``0.2989 R + 0.587 G + 0.114 B``) copied to the three channels."""
+    _check_image(image, "to_greyscale")
+    return TF.rgb_to_grayscale(image, num_output_channels=3)
+
+
+def invert(image: Tensor) -> Tensor:
+    """``255 - image``: light ink on a dark ground becomes dark ink on a light one."""
+    _check_image(image, "invert")
+    return 255 - image
+
+
+def hflip_boxes(boxes: Tensor, width: int) -> Tensor:
+    """Boxes of a width pixel wide image, mirrored: x1' = width - x2, x2' = width - x1."""
+    if boxes.dim() != 2 or boxes.shape[-1] != 4:
+        raise ValueError(f"hflip_boxes: expected Tensor[G, 4] boxes, got {tuple(boxes.shape)}")
+    flipped = boxes.clone()
+    flipped[:, 0] = width - boxes[:, 2]
+    flipped[:, 2] = width - boxes[:, 0]
+    return flipped
+
+
+def hflip(image: Tensor, boxes: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
+    """Mirror the image left-right, and its boxes with it (:func:`hflip_boxes`)."""
+    _check_image(image, "hflip")
+    flipped = image.flip(-1)
+    return flipped, None if boxes is None else hflip_boxes(boxes, image.shape[-1])
+
+
+def _uniform(generator: torch.Generator, low: float, high: float) -> float:
+    return low + (high - low) * float(torch.rand((), generator=generator, dtype=torch.float64))
+
+
+def _chance(generator: torch.Generator, p: float) -> bool:
+    return p > 0 and float(torch.rand((), generator=generator, dtype=torch.float64)) < p
+
+
+class ColorJitter:
+    """Brightness, contrast and saturation factors drawn from ``[1 - x, 1 + x]`` and a hue shift
+    from ``[-hue, hue]``, applied in a random order (as torchvision's ``ColorJitter``)."""
+
+    def __init__(
+        self,
+        brightness: float = 0.0,
+        contrast: float = 0.0,
+        saturation: float = 0.0,
+        hue: float = 0.0,
+    ) -> None:
+        for name, value, top in (
+            ("brightness", brightness, 1.0),
+            ("contrast", contrast, 1.0),
+            ("saturation", saturation, 1.0),
+            ("hue", hue, 0.5),
+        ):
+            if not 0.0 <= value <= top:
+                raise ValueError(f"ColorJitter: {name} must be in [0, {top}], got {value}")
+        self.brightness, self.contrast = brightness, contrast
+        self.saturation, self.hue = saturation, hue
+
+    def __call__(
+        self, image: Tensor, boxes: Tensor | None, generator: torch.Generator
+    ) -> tuple[Tensor, Tensor | None]:
+        ops = (
+            (adjust_brightness, self.brightness, 1.0),
+            (adjust_contrast, self.contrast, 1.0),
+            (adjust_saturation, self.saturation, 1.0),
+            (adjust_hue, self.hue, 0.0),
+        )
+        for k in torch.randperm(len(ops), generator=generator).tolist():
+            op, spread, centre = ops[k]
+            if spread > 0:
+                image = op(image, _uniform(generator, centre - spread, centre + spread))
+        return image, boxes
+
+
+class RandomGreyscale:
+    """:func:`to_greyscale` with probability ``p``."""
+
+    def __init__(self, p: float) -> None:
+        self.p = _probability(p, "RandomGreyscale")
+
+    def __call__(
+        self, image: Tensor, boxes: Tensor | None, generator: torch.Generator
+    ) -> tuple[Tensor, Tensor | None]:
+        return (to_greyscale(image) if _chance(generator, self.p) else image), boxes
+
+
+class RandomInvert:
+    """:func:`invert` (ink/background polarity) with probability ``p``."""
+
+    def __init__(self, p: float) -> None:
+        self.p = _probability(p, "RandomInvert")
+
+    def __call__(
+        self, image: Tensor, boxes: Tensor | None, generator: torch.Generator
+    ) -> tuple[Tensor, Tensor | None]:
+        return (invert(image) if _chance(generator, self.p) else image), boxes
+
+
+class RandomHorizontalFlip:
+    """:func:`hflip` of the image and its boxes with probability ``p``."""
+
+    def __init__(self, p: float = 0.5) -> None:
+        self.p = _probability(p, "RandomHorizontalFlip")
+
+    def __call__(
+        self, image: Tensor, boxes: Tensor | None, generator: torch.Generator
+    ) -> tuple[Tensor, Tensor | None]:
+        if _chance(generator, self.p):
+            return hflip(image, boxes)
+        return image, boxes
+
+
+class Compose:
+    """Apply ``transforms`` in order; ``generator=None`` uses the one seeded with ``seed``."""
+
+    def __init__(self, transforms: Sequence, seed: int = 0) -> None:
+        self.transforms = list(transforms)
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def __call__(
+        self, image: Tensor, boxes: Tensor | None = None, generator: torch.Generator | None = None
+    ) -> tuple[Tensor, Tensor | None]:
+        _check_image(image, "Compose")
+        generator = self.generator if generator is None else generator
+        for transform in self.transforms:
+            image, boxes = transform(image, boxes, generator)
+        return image, boxes
+
+    def fixed_copy(
+        self, image: Tensor, boxes: Tensor | None, seed: int, image_index: int, copy: int
+    ) -> tuple[Tensor, Tensor | None]:
+        """Copy ``copy`` of image ``image_index``: the same pixels whenever it is asked for.
+
+        For caches that keep a few augmented versions of each image (the trunk prefix cache):
+        the generator is seeded from ``(seed, image_index, copy)`` alone.
+        """
+        if image_index < 0 or copy < 0:
+            raise ValueError("fixed_copy: image_index and copy must be >= 0")
+        generator = torch.Generator().manual_seed((seed * 1_000_003 + image_index) * 1_009 + copy)
+        return self(image, boxes, generator)
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    """The photometric recipe of :func:`build_augment` (0 turns a part off)."""
+
+    brightness: float = 0.3
+    contrast: float = 0.4
+    saturation: float = 0.5
+    hue: float = 0.1
+    greyscale: float = 0.1
+    invert: float = 0.2
+    horizontal_flip: bool = False
+    """Flip images and boxes with probability 1/2; only for classes with mirror symmetry."""
+
+
+def build_augment(config: AugmentConfig | None = None, seed: int = 0) -> Compose:
+    """Colour jitter, then greyscale, then polarity inversion, then (if enabled) the flip."""
+    config = config or AugmentConfig()
+    transforms: list = [
+        ColorJitter(config.brightness, config.contrast, config.saturation, config.hue),
+        RandomGreyscale(config.greyscale),
+        RandomInvert(config.invert),
+    ]
+    if config.horizontal_flip:
+        transforms.append(RandomHorizontalFlip(0.5))
+    return Compose(transforms, seed)
+
+
+def _probability(p: float, name: str) -> float:
+    if not 0.0 <= p <= 1.0:
+        raise ValueError(f"{name}: p must be in [0, 1], got {p}")
+    return float(p)

@@ -1,0 +1,131 @@
+import pytest
+import torch
+
+from sppnet.data.augment import (
+    AugmentConfig,
+    ColorJitter,
+    Compose,
+    RandomGreyscale,
+    RandomHorizontalFlip,
+    RandomInvert,
+    adjust_brightness,
+    adjust_contrast,
+    adjust_hue,
+    adjust_saturation,
+    build_augment,
+    hflip,
+    hflip_boxes,
+    invert,
+    to_greyscale,
+)
+
+
+def _image(h=5, w=7, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randint(0, 256, (3, h, w), generator=g, dtype=torch.uint8)
+
+
+def test_invert_values_and_twice_is_identity():
+    image = _image()
+    assert torch.equal(invert(image).int() + image.int(), torch.full_like(image, 255).int())
+    assert torch.equal(invert(invert(image)), image)
+
+
+def test_greyscale_equal_channels_and_luma():
+    image = torch.tensor([[[255]], [[0]], [[0]]], dtype=torch.uint8).expand(3, 2, 3).clone()
+    image[:, 1] = torch.tensor([0, 0, 255], dtype=torch.uint8)[:, None]  # second row blue
+    grey = to_greyscale(image)
+    assert grey.dtype == torch.uint8 and grey.shape == image.shape
+    assert torch.equal(grey[0], grey[1]) and torch.equal(grey[1], grey[2])
+    assert abs(int(grey[0, 0, 0]) - round(0.2989 * 255)) <= 1  # red
+    assert abs(int(grey[0, 1, 0]) - round(0.114 * 255)) <= 1  # blue
+
+
+def test_brightness_contrast_saturation_values():
+    image = torch.tensor([[[100, 200]], [[50, 250]], [[0, 10]]], dtype=torch.uint8)
+    assert adjust_brightness(image, 2.0).tolist() == [[[200, 255]], [[100, 255]], [[0, 20]]]
+    assert torch.equal(adjust_brightness(image, 1.0), image)
+    flat = adjust_contrast(image, 0.0)  # every pixel becomes the mean grey level
+    assert flat.unique().numel() == 1
+    assert torch.equal(adjust_saturation(image, 0.0), to_greyscale(image))
+    assert torch.equal(adjust_saturation(image, 1.0), image)
+
+
+def test_hue_shift_rotates_primaries_and_keeps_grey():
+    red = torch.zeros(3, 1, 1, dtype=torch.uint8)
+    red[0] = 255
+    assert adjust_hue(red, 1 / 3).flatten().tolist() == [0, 255, 0]
+    grey = torch.full((3, 2, 2), 77, dtype=torch.uint8)
+    assert torch.equal(adjust_hue(grey, 0.25), grey)
+    with pytest.raises(ValueError, match="shift"):
+        adjust_hue(red, 0.6)
+
+
+def test_hflip_boxes_odd_width():
+    image = torch.zeros(3, 4, 7, dtype=torch.uint8)
+    image[:, 1:3, 0:2] = 255  # columns 0..1 lit
+    boxes = torch.tensor([[0.0, 1.0, 2.0, 3.0], [3.0, 0.0, 4.0, 4.0], [0.0, 0.0, 7.0, 4.0]])
+    flipped, fboxes = hflip(image, boxes)
+    assert fboxes.tolist() == [[5.0, 1.0, 7.0, 3.0], [3.0, 0.0, 4.0, 4.0], [0.0, 0.0, 7.0, 4.0]]
+    lit = flipped[0].nonzero()
+    assert lit[:, 1].min() == 5 and lit[:, 1].max() == 6  # the box [5, 7) covers the pixels
+    assert torch.equal(hflip_boxes(fboxes, 7), boxes)
+    assert torch.equal(hflip(flipped)[0], image)
+
+
+def test_photometric_ops_leave_boxes_alone_and_are_seeded():
+    image, boxes = _image(20, 31), torch.tensor([[1.0, 2.0, 10.0, 12.0]])
+    augment = build_augment(AugmentConfig(greyscale=0.5, invert=0.5), seed=3)
+    outs = [augment(image, boxes, torch.Generator().manual_seed(11)) for _ in range(2)]
+    assert torch.equal(outs[0][0], outs[1][0])
+    assert outs[0][1] is boxes and outs[0][0].dtype == torch.uint8
+    other = augment(image, boxes, torch.Generator().manual_seed(12))[0]
+    assert not torch.equal(other, outs[0][0])
+    assert torch.equal(
+        augment.fixed_copy(image, boxes, 0, 5, 1)[0], augment.fixed_copy(image, boxes, 0, 5, 1)[0]
+    )
+    assert not torch.equal(
+        augment.fixed_copy(image, boxes, 0, 5, 1)[0], augment.fixed_copy(image, boxes, 0, 5, 2)[0]
+    )
+
+
+def test_compose_own_generator_advances_deterministically():
+    image = _image(8, 9)
+    a, b = (Compose([ColorJitter(0.5, 0.5, 0.5, 0.2)], seed=4) for _ in range(2))
+    first = [a(image)[0] for _ in range(3)]
+    second = [b(image)[0] for _ in range(3)]
+    assert all(torch.equal(x, y) for x, y in zip(first, second, strict=True))
+    assert not torch.equal(first[0], first[1])
+
+
+def test_probabilities_zero_and_one():
+    image, g = _image(), torch.Generator().manual_seed(0)
+    assert torch.equal(RandomInvert(0.0)(image, None, g)[0], image)
+    assert torch.equal(RandomInvert(1.0)(image, None, g)[0], invert(image))
+    assert torch.equal(RandomGreyscale(1.0)(image, None, g)[0], to_greyscale(image))
+    boxes = torch.tensor([[0.0, 0.0, 2.0, 2.0]])
+    assert RandomHorizontalFlip(1.0)(image, boxes, g)[1].tolist() == [[5.0, 0.0, 7.0, 2.0]]
+
+
+def test_no_flip_unless_enabled():
+    image, boxes = _image(6, 9), torch.tensor([[0.0, 0.0, 3.0, 3.0]])
+    plain = build_augment(AugmentConfig(0, 0, 0, 0, 0, 0))
+    for seed in range(20):
+        out, out_boxes = plain(image, boxes, torch.Generator().manual_seed(seed))
+        assert torch.equal(out, image) and torch.equal(out_boxes, boxes)
+    flipping = build_augment(AugmentConfig(0, 0, 0, 0, 0, 0, horizontal_flip=True))
+    xs = {
+        flipping(image, boxes, torch.Generator().manual_seed(s))[1][0, 0].item() for s in range(20)
+    }
+    assert xs == {0.0, 6.0}
+
+
+def test_bad_input_is_an_error():
+    with pytest.raises(ValueError, match="uint8"):
+        invert(torch.zeros(3, 2, 2))
+    with pytest.raises(ValueError, match="3 channels"):
+        to_greyscale(torch.zeros(1, 2, 2, dtype=torch.uint8))
+    with pytest.raises(ValueError, match="brightness"):
+        ColorJitter(brightness=1.5)
+    with pytest.raises(ValueError, match="p must be"):
+        RandomInvert(1.2)
