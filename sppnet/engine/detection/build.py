@@ -1,5 +1,6 @@
-"""A :class:`~sppnet.engine.detection.data.DetectionSet` from a config's ``data`` section: the
-dataset reader plus cached selective-search proposals, computed where missing."""
+"""A :class:`~sppnet.engine.detection.data.DetectionSet` from a dataset folder (COCO, YOLO or
+VOC) or a config's ``data`` section: the reader plus cached selective-search proposals,
+computed where missing."""
 
 from __future__ import annotations
 
@@ -13,27 +14,17 @@ from sppnet.engine.detection.data import DetectionSet
 
 __all__ = [
     "DEFAULT_PROPOSALS",
-    "fill_proposals",
+    "dataset_images",
+    "default_proposals_dir",
+    "fill_dataset_proposals",
     "load_dataset_split",
     "load_split",
     "open_proposal_cache",
     "proposal_cache",
-    "read_classes",
 ]
 
 #: Selective search as the demo and the paper's recipe run it (fast mode, 2,000 windows).
 DEFAULT_PROPOSALS = {"mode": "fast", "shorter_side": 224, "max_proposals": 2000}
-
-
-def read_classes(root: Path, classes: Sequence[str] | None) -> list[str]:
-    """The class names: given ones, else ``root/classes.txt`` (one per line)."""
-    if classes:
-        return [str(c) for c in classes]
-    path = root / "classes.txt"
-    if not path.is_file():
-        raise ValueError(f"{root}: no classes given and no classes.txt in the dataset folder")
-    names = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
-    return [n for n in names if n]
 
 
 def proposal_cache(directory: str | os.PathLike[str], params: dict[str, Any] | None):
@@ -53,15 +44,60 @@ def open_proposal_cache(directory: str | os.PathLike[str]):
     return proposal_cache(directory, None)
 
 
-def fill_proposals(
-    cache: Any, root: Path, splits: Sequence[str], workers: int | None, progress: bool
+def load_split(
+    config: ExperimentConfig,
+    split: str,
+    *,
+    keep_images: bool = True,
+    workers: int | None = None,
+    progress: bool = True,
+) -> DetectionSet:
+    """The :class:`DetectionSet` of one split a config's ``data`` section names: the folder
+    ``data.root`` in ``data.format`` (``auto`` by default: COCO, YOLO or VOC), the classes of
+    ``data.classes`` or ``model.class_names`` (else the data's own), and the selective-search
+    proposals cached in ``data.proposals_dir`` (computed where missing; COCO and YOLO splits
+    get a subfolder each, see :func:`default_proposals_dir`)."""
+    from sppnet.data import open_detection_dataset
+
+    data = config.data
+    if "root" not in data:
+        raise ValueError("config: data.root (a COCO, YOLO or VOC dataset folder) is required")
+    root = Path(data["root"])
+    classes = data.get("classes") or config.model.class_names
+    dataset = open_detection_dataset(root, split, data.get("format", "auto"), classes)
+    if len(dataset.classes) != config.model.num_classes:
+        raise ValueError(
+            f"{root}: {len(dataset.classes)} classes but model.num_classes is "
+            f"{config.model.num_classes}"
+        )
+    if "proposals_dir" in data:
+        directory = Path(data["proposals_dir"])
+        directory = directory if dataset.format == "voc" else directory / split
+    else:
+        directory = default_proposals_dir(root, split, dataset.format)
+    cache = proposal_cache(directory, data.get("proposals"))
+    fill_dataset_proposals(cache, dataset, workers, progress)
+    return DetectionSet(
+        dataset, cache, config.train.max_proposals, keep_images=keep_images, progress=progress
+    )
+
+
+def dataset_images(dataset: Any) -> list[tuple[str, Path]]:
+    """``(image_id, image file)`` of every image of a dataset of any format (what the proposal
+    runner computes proposals for)."""
+    return [(dataset.image_ids[i], Path(dataset.image_path(i))) for i in range(len(dataset))]
+
+
+def fill_dataset_proposals(
+    cache: Any, dataset: Any, workers: int | None, progress: bool
 ) -> dict[str, Any]:
-    """Compute the missing proposals of ``splits`` in parallel; returns counts and seconds."""
+    """Compute the missing proposals of every image of ``dataset`` (any format) in parallel;
+    returns counts and seconds (as :func:`fill_proposals`)."""
     from tqdm.auto import tqdm
 
-    from sppnet.proposals.runner import fill_cache, list_voc_images
+    from sppnet.proposals.runner import fill_cache
 
-    images = list_voc_images(root, splits)
+    images = dataset_images(dataset)
     workers = workers if workers is not None else (os.cpu_count() or 1)
     bar = tqdm(total=len(images), desc="proposals", unit="img", disable=not progress)
     summary = fill_cache(cache, images, workers=workers, on_result=lambda _: bar.update(1))
@@ -76,33 +112,11 @@ def fill_proposals(
     }
 
 
-def load_split(
-    config: ExperimentConfig,
-    split: str,
-    *,
-    keep_images: bool = True,
-    workers: int | None = None,
-    progress: bool = True,
-) -> DetectionSet:
-    """The :class:`DetectionSet` of one split: VOC reader + cached selective-search proposals
-    (computed where missing)."""
-    from sppnet.data.voc import VOCDetection
-
-    data = config.data
-    if "root" not in data:
-        raise ValueError("config: data.root (a VOC-layout dataset folder) is required")
-    root = Path(data["root"])
-    classes = read_classes(root, data.get("classes") or config.model.class_names)
-    if len(classes) != config.model.num_classes:
-        raise ValueError(
-            f"{root}: {len(classes)} classes but model.num_classes is {config.model.num_classes}"
-        )
-    dataset = VOCDetection(root, split, classes)
-    cache = proposal_cache(data.get("proposals_dir", root / "proposals"), data.get("proposals"))
-    fill_proposals(cache, root, [split], workers, progress)
-    return DetectionSet(
-        dataset, cache, config.train.max_proposals, keep_images=keep_images, progress=progress
-    )
+def default_proposals_dir(root: Path, split: str, format: str) -> Path:
+    """Where a dataset folder's proposals are cached by default: ``ROOT/proposals`` for VOC (one
+    image id space for all splits), ``ROOT/proposals/<split>`` for COCO and YOLO (whose splits
+    may reuse image ids)."""
+    return root / "proposals" if format == "voc" else root / "proposals" / split
 
 
 def load_dataset_split(
@@ -111,22 +125,27 @@ def load_dataset_split(
     classes: Sequence[str] | None,
     proposals_dir: str | os.PathLike[str] | None = None,
     *,
+    format: str = "auto",
     max_proposals: int | None = None,
     workers: int | None = None,
     progress: bool = False,
 ) -> tuple[DetectionSet, list[str]]:
-    """A VOC-layout split with the proposals of ``proposals_dir`` (default ``root/proposals``;
-    missing ones are computed, in parallel), for evaluating a trained detector.
+    """One split of a COCO, YOLO or VOC folder (:func:`sppnet.data.open_detection_dataset`)
+    with the proposals of ``proposals_dir`` (default :func:`default_proposals_dir`; missing ones
+    are computed, in parallel), for evaluating a trained detector.
 
     Returns:
-        ``(data, class names)``; the names are ``classes``, else ``root/classes.txt``.
+        ``(data, class names)``; ``data.dataset`` is the reader (its ``format``,
+        ``category_ids`` and ``result_image_ids`` serve COCO results files).
     """
-    from sppnet.data.voc import VOCDetection
+    from sppnet.data import open_detection_dataset
 
     root = Path(root)
-    names = read_classes(root, classes)
-    dataset = VOCDetection(root, split, names)
-    cache = open_proposal_cache(proposals_dir if proposals_dir else root / "proposals")
-    fill_proposals(cache, root, [split], workers, progress)
+    dataset = open_detection_dataset(root, split, format, classes)
+    directory = (
+        proposals_dir if proposals_dir else default_proposals_dir(root, split, dataset.format)
+    )
+    cache = open_proposal_cache(directory)
+    fill_dataset_proposals(cache, dataset, workers, progress)
     data = DetectionSet(dataset, cache, max_proposals, keep_images=True, progress=progress)
-    return data, names
+    return data, list(dataset.classes)
