@@ -1,4 +1,7 @@
-"""``sppnet eval``: PASCAL VOC and COCO AP of a trained SPP-net detector on a VOC-layout split.
+"""``sppnet eval``: PASCAL VOC and COCO AP of a trained SPP-net detector on a split of a COCO,
+YOLO or VOC folder (``--format``, detected by default), or of any detector's COCO results file
+(``--from-results``, no model run). ``--results PATH`` writes the detections as a COCO results
+file.
 
 Prints a table (per class: VOC07 11-point AP, VOC10 area AP, COCO AP, AP50, counts) and the
 means; ``--json PATH`` writes the results document of :mod:`sppnet.evaluation.report` (keys
@@ -26,12 +29,27 @@ HELP = "Evaluate a trained detector: VOC07/VOC10 AP per class, COCO AP, PR curve
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--weights", required=True, help="a saved detector (folder)")
-    parser.add_argument("--data", required=True, help="VOC-layout dataset folder")
-    parser.add_argument("--split", default="test", help="ImageSets/Main/SPLIT.txt (test)")
+    parser.add_argument("--weights", help="a saved detector (folder)")
+    parser.add_argument("--data", required=True, help="a COCO, YOLO or VOC dataset folder")
+    parser.add_argument(
+        "--format", choices=("auto", "coco", "yolo", "voc"), default="auto", help="of --data"
+    )
+    parser.add_argument("--split", default="test", help="the split to score (test)")
     parser.add_argument(
         "--proposals",
-        help="proposal cache folder (default: DATA/proposals); missing files are computed",
+        help="proposal cache folder (default: DATA/proposals, for COCO/YOLO DATA/proposals/SPLIT);"
+        " missing files are computed",
+    )
+    parser.add_argument(
+        "--results",
+        metavar="PATH",
+        help="also write the detections as a COCO results file (image_id, category_id in the "
+        "dataset's own ids, bbox xywh, score)",
+    )
+    parser.add_argument(
+        "--from-results",
+        metavar="PATH",
+        help="score this COCO results file (any detector's) instead of running a model",
     )
     parser.add_argument("--max-proposals", type=int, default=2000, help="per image (2000)")
     parser.add_argument(
@@ -58,11 +76,22 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from sppnet.engine.detection.build import load_dataset_split
-    from sppnet.evaluation import format_table, save_pr_curves, write_report, write_results_json
+    from sppnet.evaluation import (
+        format_table,
+        save_pr_curves,
+        write_coco_results,
+        write_report,
+        write_results_json,
+    )
     from sppnet.inference import draw_predictions, draw_threshold, evaluate
     from sppnet.models.detector import SPPNetDetector
 
     progress = not args.no_progress
+    if args.from_results:
+        return _score_results_file(args)
+    if not args.weights:
+        print("sppnet eval: give --weights (a saved detector) or --from-results", file=sys.stderr)
+        return 2
     try:
         device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
         detector = SPPNetDetector.from_pretrained(args.weights, map_location=device)
@@ -73,6 +102,7 @@ def run(args: argparse.Namespace) -> int:
             args.split,
             detector.config.class_names,
             args.proposals,
+            format=args.format,
             max_proposals=args.max_proposals,
             workers=args.workers,
             progress=progress,
@@ -98,8 +128,14 @@ def run(args: argparse.Namespace) -> int:
         "proposals_per_image": sum(p.shape[0] for p in data.proposals) / max(1, len(data)),
         "seconds": seconds,
     }
+    print(f"data: {args.data} ({data.dataset.format}, split {args.split}, {len(data)} images)")
     if args.json:
         write_results_json(args.json, voc, coco, extra)
+    if args.results:
+        written = write_coco_results(
+            args.results, preds, data.dataset.result_image_ids, data.dataset.category_ids
+        )
+        print(f"COCO results: {written} detections -> {args.results}")
     if args.plots:
         Path(args.plots).mkdir(parents=True, exist_ok=True)
         save_pr_curves(voc, Path(args.plots) / "pr_voc07.png", "voc07")
@@ -131,4 +167,36 @@ def run(args: argparse.Namespace) -> int:
     if args.draw:
         threshold = draw_threshold(detector.config.scoring)
         draw_predictions(data, preds, classes, Path(args.draw), threshold)
+    return 0
+
+
+def _score_results_file(args: argparse.Namespace) -> int:
+    """``--from-results``: VOC and COCO AP of a results file on a dataset split."""
+    from sppnet.data import AnnotationError, DatasetLayoutError, open_detection_dataset
+    from sppnet.evaluation import (
+        evaluate_coco,
+        evaluate_voc,
+        format_table,
+        read_coco_results,
+        write_results_json,
+    )
+
+    try:
+        dataset = open_detection_dataset(args.data, args.split, args.format)
+        preds = read_coco_results(args.from_results, dataset.result_image_ids, dataset.category_ids)
+    except (ValueError, FileNotFoundError, DatasetLayoutError, AnnotationError) as err:
+        print(f"sppnet eval: {err}", file=sys.stderr)
+        return 2
+    targets = [dataset.get_target(i) for i in range(len(dataset))]
+    classes = list(dataset.classes)
+    voc = evaluate_voc(preds, targets, classes)
+    coco = None if args.no_coco else evaluate_coco(preds, targets, classes)
+    print(format_table(voc, coco))
+    print(
+        f"mAP (VOC07 11-point) {voc.map('voc07'):.4f}   results {args.from_results}   data "
+        f"{args.data} ({dataset.format}, split {args.split}, {len(dataset)} images)"
+    )
+    if args.json:
+        extra = {"results": str(args.from_results), "split": args.split, "format": dataset.format}
+        write_results_json(args.json, voc, coco, extra)
     return 0
