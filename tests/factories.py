@@ -34,3 +34,21 @@ def tiny_detector(seed: int = 0, **overrides: Any) -> SPPNetDetector:
     """A tiny :class:`SPPNetDetector` (random weights from ``seed``) in eval mode."""
     torch.manual_seed(seed)
     return SPPNetDetector(tiny_detector_config(**overrides)).eval()
+
+
+def _sets(*items: str) -> list[str]:
+    return [arg for item in items for arg in ("--set", item)]
+
+
+#: ``--set`` overrides that shrink the demo recipe to seconds (tiny images, one epoch of each
+#: stage, few windows), for end-to-end tests of the commands that train.
+TINY_RECIPE: list[str] = _sets(
+    "model.scales=[160]",
+    "train.train_scales=[144, 176]",
+    "model.fc_dims=[32, 32]",
+    "train.epochs_fc=1",
+    "train.epochs_e2e=1",
+    "train.windows_per_batch=32",
+    "train.svm_rounds=1",
+    "data.proposals={mode: fast, shorter_side: 128, max_proposals: 300}",
+)

@@ -6,6 +6,7 @@ Regions are processed in chunks so that the working memory beyond the output sta
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -260,22 +261,21 @@ def _avg_backward(
     return table.input_grad(acc).permute(0, 3, 1, 2).to(dtype)
 
 
-class RoISPPFunction(torch.autograd.Function):
-    """Autograd wrapper of :func:`roi_spp_forward` (gradient w.r.t. the feature map only)."""
+def roi_spp_function(
+    name: str,
+    forward: Callable[..., tuple[Tensor, Tensor | None]],
+    max_backward: Callable[..., Tensor],
+    avg_backward: Callable[..., Tensor],
+) -> type[torch.autograd.Function]:
+    """An autograd Function ``apply(input, image, coords, levels, spatial_scale, mode, mapping)``
+    (gradient w.r.t. the feature map only) around one backend's kernels:
+    ``forward(input, image, coords, levels, spatial_scale, mode, mapping, with_argmax) ->
+    (out, argmax or None)``, ``max_backward(grad_out, argmax, shape, dtype)`` and
+    ``avg_backward(grad_out, shape, dtype, image, coords, levels, spatial_scale, mapping)``."""
 
-    @staticmethod
-    def forward(
-        ctx,
-        input: Tensor,
-        image: Tensor,
-        coords: Tensor,
-        levels: tuple[int, ...],
-        spatial_scale: float,
-        mode: str,
-        mapping: str,
-    ) -> Tensor:
+    def forward_(ctx, input, image, coords, levels, spatial_scale, mode, mapping):
         with_argmax = mode == "max" and ctx.needs_input_grad[0]
-        out, argmax = roi_spp_forward(
+        out, argmax = forward(
             input, image, coords, levels, spatial_scale, mode, mapping, with_argmax
         )
         ctx.levels, ctx.spatial_scale, ctx.mode, ctx.mapping = levels, spatial_scale, mode, mapping
@@ -286,19 +286,29 @@ class RoISPPFunction(torch.autograd.Function):
             ctx.save_for_backward(image, coords)
         return out
 
-    @staticmethod
     @once_differentiable
     def backward(ctx, grad_out: Tensor):
         shape, dtype, memory_format = ctx.input_meta
         if ctx.mode == "max":
             (argmax,) = ctx.saved_tensors
-            grad = _max_backward(grad_out, argmax, shape, dtype)
+            grad = max_backward(grad_out, argmax, shape, dtype)
         else:
             image, coords = ctx.saved_tensors
-            grad = _avg_backward(
+            grad = avg_backward(
                 grad_out, shape, dtype, image, coords, ctx.levels, ctx.spatial_scale, ctx.mapping
             )
         return grad.contiguous(memory_format=memory_format), None, None, None, None, None, None
+
+    namespace = {
+        "__doc__": f"Autograd wrapper of the {name} kernels of ``roi_spp``.",
+        "forward": staticmethod(forward_),
+        "backward": staticmethod(backward),
+    }
+    return type(name, (torch.autograd.Function,), namespace)
+
+
+#: The pure-PyTorch path: :func:`roi_spp_forward` and its backward passes.
+RoISPPFunction = roi_spp_function("RoISPPFunction", roi_spp_forward, _max_backward, _avg_backward)
 
 
 def _memory_format(x: Tensor) -> torch.memory_format:

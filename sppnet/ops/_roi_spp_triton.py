@@ -23,11 +23,10 @@ from types import ModuleType
 
 import torch
 from torch import Tensor
-from torch.autograd.function import once_differentiable
 
 from sppnet.ops._checks import coordinate_dtype
 from sppnet.ops._integral import IntegralTable
-from sppnet.ops._roi_spp_autograd import _chunk_size, _Geometry, _memory_format, make_plan
+from sppnet.ops._roi_spp_autograd import _chunk_size, _Geometry, make_plan, roi_spp_function
 
 SUPPORTED_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
 TILE = 2048  # elements of one program's [regions x bins, channels] tile
@@ -245,40 +244,7 @@ def _avg_backward(
     return table.input_grad(acc).permute(0, 3, 1, 2).to(dtype)
 
 
-class RoISPPTritonFunction(torch.autograd.Function):
-    """Autograd wrapper of the Triton kernels; same arguments as ``RoISPPFunction``."""
-
-    @staticmethod
-    def forward(
-        ctx,
-        input: Tensor,
-        image: Tensor,
-        coords: Tensor,
-        levels: tuple[int, ...],
-        spatial_scale: float,
-        mode: str,
-        mapping: str,
-    ) -> Tensor:
-        with_argmax = mode == "max" and ctx.needs_input_grad[0]
-        out, arg = _forward(input, image, coords, levels, spatial_scale, mode, mapping, with_argmax)
-        ctx.levels, ctx.spatial_scale, ctx.mode, ctx.mapping = levels, spatial_scale, mode, mapping
-        ctx.input_meta = (input.shape, input.dtype, _memory_format(input))
-        if arg is not None:
-            ctx.save_for_backward(arg)
-        elif mode == "avg":
-            ctx.save_for_backward(image, coords)
-        return out
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, grad_out: Tensor):
-        shape, dtype, memory_format = ctx.input_meta
-        if ctx.mode == "max":
-            (arg,) = ctx.saved_tensors
-            grad = _max_backward(grad_out, arg, shape, dtype)
-        else:
-            image, coords = ctx.saved_tensors
-            grad = _avg_backward(
-                grad_out, shape, dtype, image, coords, ctx.levels, ctx.spatial_scale, ctx.mapping
-            )
-        return grad.contiguous(memory_format=memory_format), None, None, None, None, None, None
+#: The Triton path: same arguments as ``RoISPPFunction``.
+RoISPPTritonFunction = roi_spp_function(
+    "RoISPPTritonFunction", _forward, _max_backward, _avg_backward
+)

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+from factories import TINY_RECIPE
 
 from sppnet.cli.main import main
 from sppnet.jobs.demo import MAIN_VARIANT
@@ -13,22 +14,7 @@ from sppnet.jobs.demo import MAIN_VARIANT
 TINY = [
     "--set",
     "data.demo={num_train: 4, num_val: 0, num_test: 2, seed: 1}",
-    "--set",
-    "model.scales=[160]",
-    "--set",
-    "train.train_scales=[144, 176]",
-    "--set",
-    "model.fc_dims=[32, 32]",
-    "--set",
-    "train.epochs_fc=1",
-    "--set",
-    "train.epochs_e2e=1",
-    "--set",
-    "train.windows_per_batch=32",
-    "--set",
-    "train.svm_rounds=1",
-    "--set",
-    "data.proposals={mode: fast, shorter_side: 128, max_proposals: 300}",
+    *TINY_RECIPE,
 ]
 
 

@@ -7,33 +7,13 @@ import json
 from pathlib import Path
 
 import pytest
+from factories import TINY_RECIPE
 
 from sppnet.cli.main import main
 from sppnet.data import make_demo_dataset
 from sppnet.data.writers import convert_dataset
 
 pytestmark = pytest.mark.slow
-
-TINY = [
-    "--set",
-    "model.scales=[160]",
-    "--set",
-    "model.max_size=400",
-    "--set",
-    "model.fc_dims=[32, 32]",
-    "--set",
-    "train.train_scales=[144, 176]",
-    "--set",
-    "train.epochs_fc=1",
-    "--set",
-    "train.epochs_e2e=1",
-    "--set",
-    "train.windows_per_batch=32",
-    "--set",
-    "train.svm_rounds=1",
-    "--set",
-    "data.proposals={mode: fast, shorter_side: 128, max_proposals: 200}",
-]
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +32,7 @@ def test_train_on_a_folder_then_eval_reproduces_its_val_figure(folders, fmt, tmp
     data = folders[fmt]
     out = tmp_path / "run"
     argv = ["train", "--data", str(data), "--output", str(out), "--no-progress", "--workers", "1"]
-    assert main([*argv, *TINY]) == 0
+    assert main([*argv, *TINY_RECIPE]) == 0
     printed = capsys.readouterr().out
     assert f"format {fmt}" in printed and "splits train / val" in printed
     reported = json.loads((out / "eval_val.json").read_text())
