@@ -12,6 +12,7 @@ from torch import Tensor, nn
 
 from sppnet.engine.detection.data import DetectionSet
 from sppnet.models.detector import SPPNetDetector
+from sppnet.models.features import MultiScaleFeatures
 from sppnet.models.fuse import fuse_for_inference
 from sppnet.models.postprocess import DetectionPostprocess
 from sppnet.models.scoring import head_scoring
@@ -22,6 +23,15 @@ __all__ = ["predict", "predict_variants"]
 
 
 @torch.no_grad()
+def _poolable(features: MultiScaleFeatures) -> MultiScaleFeatures:
+    """Maps a 16-bit autocast made, as float32 on the CPU: its pooling kernels (numba) take
+    float32, and pooling a 16-bit map there takes the much slower pure-PyTorch path (a demo
+    image: 0.65 s instead of 0.14 s). On a GPU the Triton kernel pools 16-bit maps as they are."""
+    if features.maps[0].device.type != "cpu" or features.maps[0].dtype == torch.float32:
+        return features
+    return features.to(torch.float32)
+
+
 def predict(
     detector: SPPNetDetector,
     data: DetectionSet,
@@ -43,7 +53,7 @@ def predict(
     for i in progress_bar(range(len(data)), "detect", progress):
         t0 = time.perf_counter()
         with autocast(device, amp):
-            feats = detector.compute_features([data.image(i).to(device)])
+            feats = _poolable(detector.compute_features([data.image(i).to(device)]))
             t1 = time.perf_counter()
             (result,) = detector.detect_from_features(feats, [data.proposals[i].to(device)])
         out.append({k: v.cpu() for k, v in result.items()})
@@ -96,7 +106,7 @@ def predict_variants(
     for i in progress_bar(range(len(data)), "detect", progress):
         t0 = time.perf_counter()
         with autocast(device, amp):
-            feats = detector.compute_features([data.image(i).to(device)])
+            feats = _poolable(detector.compute_features([data.image(i).to(device)]))
         t1 = time.perf_counter()
         props = data.proposals[i].to(device)
         with autocast(device, amp):
