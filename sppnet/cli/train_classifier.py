@@ -77,6 +77,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--num-workers", type=int, default=0)
     parser.add_argument("--device", default=None, help="cpu, cuda... (default: cuda if present)")
+    parser.add_argument(
+        "--amp", choices=("off", "bf16", "fp16"), default="off", help="autocast of the steps (off)"
+    )
     parser.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
     parser.add_argument("--checkpoint-every", type=int, default=0, help="steps (0: per epoch)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -251,6 +254,7 @@ def run(args: argparse.Namespace) -> int:
                 checkpoint_every=args.checkpoint_every,
                 resume=args.resume,
                 device=args.device,
+                amp=args.amp,
                 progress=not args.no_progress,
             ),
             scheduler=scheduler,

@@ -244,3 +244,32 @@ def test_train_classifier_on_an_image_folder(tmp_path, capsys):
     capsys.readouterr()
     assert cli_main(["classify", "--checkpoint", str(out), str(tmp_path / "val/red/0.png")]) == 0
     assert capsys.readouterr().out.splitlines()[1].endswith("red")
+
+
+def test_train_classifier_under_bf16_autocast_logs_to_tensorboard(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    out = tmp_path / "run"
+    argv = [
+        "train-classifier",
+        "--train-limit", "32",
+        "--batch-size", "16",
+        "--sizes", "28",
+        "--eval-sizes", "28",
+        "--fc-dims", "16",
+        "--levels", "2,1",
+        "--epochs", "1",
+        "--amp", "bf16",
+        "--output-dir", str(out),
+        "--no-progress",
+    ]  # fmt: skip
+    assert cli_main(argv) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert results["steps"] == 2 and 0.0 <= results["test"]["28"]["accuracy"] <= 1.0
+    events = EventAccumulator(str(out / "tb"))
+    events.Reload()
+    tags = set(events.Tags()["scalars"])
+    assert {"classifier/loss", "classifier/lr", "classifier/images_per_s"} <= tags
+    assert [e.step for e in events.Scalars("classifier/loss")] == [1, 2]
+    logged = events.Scalars("eval/accuracy_28")[0].value  # stored as float32
+    assert logged == pytest.approx(results["test"]["28"]["accuracy"], rel=1e-6)
