@@ -57,6 +57,8 @@ class DetectorConfig(Serializable):
     Attributes:
         num_classes: object classes, background excluded (labels are 1..num_classes).
         class_names: optional display names, ``len == num_classes``.
+        category_ids: optional dataset category ids of labels 1..num_classes (e.g. a COCO file's
+            ids, which need not be contiguous), for writing COCO results files.
         backbone: a name known to :func:`sppnet.models.create_backbone`.
         backbone_kwargs: family options passed to ``create_backbone`` (e.g. a stride-16 cut).
         backbone_weights: weights used when the model is *built fresh* (``None``, ``"imagenet"``
@@ -87,6 +89,7 @@ class DetectorConfig(Serializable):
 
     num_classes: int = 20
     class_names: list[str] | None = None
+    category_ids: list[int] | None = None
     backbone: str = "mobilenet_v2_c4"
     backbone_kwargs: dict[str, Any] = field(default_factory=dict)
     backbone_weights: str | None = "imagenet"
@@ -122,6 +125,11 @@ class DetectorConfig(Serializable):
         if self.class_names is not None and len(self.class_names) != self.num_classes:
             raise ValueError(
                 f"class_names has {len(self.class_names)} names but num_classes is "
+                f"{self.num_classes}"
+            )
+        if self.category_ids is not None and len(self.category_ids) != self.num_classes:
+            raise ValueError(
+                f"category_ids has {len(self.category_ids)} ids but num_classes is "
                 f"{self.num_classes}"
             )
         if not self.levels or any(n < 1 for n in self.levels):

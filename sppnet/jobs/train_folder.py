@@ -59,13 +59,17 @@ def folder_config(
     data_format: str,
     preset: str = "demo",
     overrides: Sequence[str] = (),
+    category_ids: Sequence[int] | None = None,
 ) -> ExperimentConfig:
     """The preset's ``model`` and ``train`` sections for this data (``num_classes`` and
-    ``class_names`` from ``classes``), ``data`` naming the folder; then ``--set`` overrides."""
+    ``class_names`` from ``classes``, ``category_ids`` the dataset's own ids of them), ``data``
+    naming the folder; then ``--set`` overrides."""
     if preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r}; known: {list(PRESETS)}")
     base = load_config_file(preset)
-    model = base.model.replace(num_classes=len(classes), class_names=list(classes))
+    model = base.model.replace(
+        num_classes=len(classes), class_names=list(classes), category_ids=category_ids
+    )
     data = {
         "root": str(root),
         "format": data_format,
@@ -130,7 +134,8 @@ def train_on_folder(
                 f"data's classes {classes}"
             )
     else:
-        config = folder_config(root, classes, split.format, preset, overrides)
+        ids = [int(c) for c in split.train.category_ids]
+        config = folder_config(root, classes, split.format, preset, overrides, ids)
     atomic_write_text(output / "config.yaml", yaml.safe_dump(config.to_dict(), sort_keys=False))
     train = _with_proposals(split.train, output / "proposals" / "train", config, workers, progress)
     val = _with_proposals(split.val, output / "proposals" / "val", config, workers, progress)

@@ -39,6 +39,8 @@ def test_train_on_a_folder_then_eval_reproduces_its_val_figure(folders, fmt, tmp
     assert reported["extra"]["format"] == fmt
     saved = json.loads((out / "model" / "config.json").read_text())["detector"]
     assert saved["class_names"] == [str(d) for d in range(10)] and saved["num_classes"] == 10
+    # The dataset's own category ids travel with the model (COCO results files use them).
+    assert saved["category_ids"] == (list(range(10)) if fmt == "yolo" else list(range(1, 11)))
     assert (out / "proposals" / "val").is_dir() and (out / "tb").is_dir()
 
     results = tmp_path / "results.json"
