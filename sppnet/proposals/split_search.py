@@ -79,7 +79,6 @@ def libc_srand(seed: int) -> None:
     _SRAND(seed)
 
 
-
 def _strategy(terms: Sequence[str]) -> Any:
     import cv2
 
@@ -146,12 +145,14 @@ def _init_worker() -> None:
 def _pool(processes: int) -> ProcessPoolExecutor:
     """The persistent pool of helper processes (created on first use, resized on demand)."""
     global _POOL, _POOL_SIZE
-    if _POOL is None or _POOL_SIZE != processes:
+    if _POOL is None or processes != _POOL_SIZE:
         if _POOL is not None:
             _POOL.shutdown(wait=True)
         # forkserver, not fork: forking a process whose torch/OpenMP threads run can deadlock.
         _POOL = ProcessPoolExecutor(
-            processes, mp_context=multiprocessing.get_context("forkserver"), initializer=_init_worker
+            processes,
+            mp_context=multiprocessing.get_context("forkserver"),
+            initializer=_init_worker,
         )
         _POOL_SIZE = processes
     return _POOL

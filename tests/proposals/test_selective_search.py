@@ -143,8 +143,10 @@ def test_thin_images_cost_little(height, width):
 
 
 def test_merge_ranked_interleaves_by_relative_rank():
-    a = np.array([[0, 0, 1, 1], [1, 1, 1, 1], [2, 2, 1, 1], [3, 3, 1, 1]])  # keys 1/8, 3/8, 5/8, 7/8
-    b = np.array([[9, 9, 1, 1], [8, 8, 1, 1]])  # keys 1/4, 3/4
+    a = np.array(
+        [[0, 0, 1, 1], [1, 1, 1, 1], [2, 2, 1, 1], [3, 3, 1, 1]]
+    )  # keys 1/8, 3/8, 5/8, 7/8
+    b = np.array([[9, 9, 1, 1], [8, 8, 1, 1]])
     merged = merge_ranked([a, b])
     assert merged[:, 0].tolist() == [0, 9, 1, 2, 8, 3]
     assert merge_ranked([a, b[:0]]).tolist() == a.tolist()
