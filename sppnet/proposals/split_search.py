@@ -27,13 +27,11 @@ Strategy sets (the similarity terms of Uijlings et al.: C colour, T texture, S s
 
 from __future__ import annotations
 
-import atexit
 import ctypes
 import multiprocessing
 import os
 import threading
 from collections.abc import Sequence
-from concurrent.futures import Future, ProcessPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -60,7 +58,7 @@ SPLIT_STRATEGIES: dict[str, tuple[tuple[str, ...], ...]] = {
 #: Serialises (srand, search) pairs of the threads of one process.
 LOCK = threading.Lock()
 _SRAND: Any = None
-_POOL: ProcessPoolExecutor | None = None
+_POOL: Any = None
 _POOL_SIZE = 0
 
 
@@ -142,26 +140,22 @@ def _init_worker() -> None:
     cv2.setNumThreads(1)
 
 
-def _pool(processes: int) -> ProcessPoolExecutor:
-    """The persistent pool of helper processes (created on first use, resized on demand)."""
+def _pool(processes: int) -> Any:
+    """The persistent pool of helper processes (created on first use, resized on demand).
+
+    A ``multiprocessing.Pool``: its workers are daemonic, so a process that exits (the main
+    one, or a worker of :mod:`sppnet.proposals.stream`, which runs no atexit handler) terminates
+    them instead of waiting for idle helpers that would never return.
+    """
     global _POOL, _POOL_SIZE
     if _POOL is None or processes != _POOL_SIZE:
         if _POOL is not None:
-            _POOL.shutdown(wait=True)
+            _POOL.terminate()
         # forkserver, not fork: forking a process whose torch/OpenMP threads run can deadlock.
-        _POOL = ProcessPoolExecutor(
-            processes,
-            mp_context=multiprocessing.get_context("forkserver"),
-            initializer=_init_worker,
-        )
+        context = multiprocessing.get_context("forkserver")
+        _POOL = context.Pool(processes, initializer=_init_worker)
         _POOL_SIZE = processes
     return _POOL
-
-
-@atexit.register
-def _shutdown_pool() -> None:
-    if _POOL is not None:
-        _POOL.shutdown(wait=False, cancel_futures=True)
 
 
 def search_colour_spaces(
@@ -190,16 +184,16 @@ def search_colour_spaces(
     helpers = min(workers, len(COLOUR_SPACES)) - 1
     if multiprocessing.current_process().daemon:
         helpers = 0
-    futures: list[Future[np.ndarray]] = []
+    futures: list[Any] = []
     if helpers:
         pool = _pool(helpers)
         futures = [
-            pool.submit(search_one_colour_space, bgr, space, mode, tuple(ks), sigma, seed)
+            pool.apply_async(search_one_colour_space, (bgr, space, mode, tuple(ks), sigma, seed))
             for space in COLOUR_SPACES[1:]
         ]
     first = search_one_colour_space(bgr, COLOUR_SPACES[0], mode, ks, sigma, seed)
     if futures:
-        rest = [future.result() for future in futures]
+        rest = [future.get() for future in futures]
     else:
         rest = [
             search_one_colour_space(bgr, space, mode, ks, sigma, seed)
@@ -213,6 +207,4 @@ def start_helpers(workers: int) -> None:
     seconds, then overlaps whatever the caller does next, e.g. loading a model)."""
     helpers = min(workers, len(COLOUR_SPACES)) - 1
     if helpers > 0 and not multiprocessing.current_process().daemon:
-        pool = _pool(helpers)
-        for _ in range(helpers):
-            pool.submit(_init_worker)
+        _pool(helpers)  # a Pool starts all its workers at once
