@@ -215,8 +215,8 @@ def format_per_image(result: dict[str, Any]) -> str:
     height, width = result["settings"]["image_size"]
     lines = [
         f"Per image, proposals included ({width} x {height}, scale {result['scale']}, "
-        f"{start['torch_threads']} torch threads, load {start['load_avg_1m']} -> "
-        f"{end['load_avg_1m']}; medians; target {result['target_s']:.2f} s):",
+        f"{start['torch_threads']} torch threads, load {start['load_avg_1m']:.1f} -> "
+        f"{end['load_avg_1m']:.1f}; medians; target {result['target_s']:.2f} s):",
         f"{'method':<56} {'windows':>7} {'proposals':>9} {'detect':>7} {'total':>7}  target",
     ]
     for row in result["rows"]:
