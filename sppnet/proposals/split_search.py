@@ -27,6 +27,7 @@ Strategy sets (the similarity terms of Uijlings et al.: C colour, T texture, S s
 
 from __future__ import annotations
 
+import atexit
 import ctypes
 import multiprocessing
 import os
@@ -156,6 +157,17 @@ def _pool(processes: int) -> Any:
         _POOL = context.Pool(processes, initializer=_init_worker)
         _POOL_SIZE = processes
     return _POOL
+
+
+@atexit.register
+def _close_pool() -> None:
+    """Stop the helpers before the interpreter tears modules down (the Pool's own ``__del__``
+    would then fail noisily)."""
+    global _POOL
+    if _POOL is not None:
+        _POOL.terminate()
+        _POOL.join()
+        _POOL = None
 
 
 def search_colour_spaces(

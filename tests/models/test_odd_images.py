@@ -45,7 +45,7 @@ def test_resize_bounded_bounds_size_and_time(height, width):
     x = resize_bounded(image, 224, 1000)
     assert time.perf_counter() - start < 10.0
     assert x.dtype == torch.float32 and max(x.shape[1:]) <= 1000
-    assert 0.0 <= float(x.min()) and float(x.max()) <= 1.0
+    assert float(x.min()) >= 0.0 and float(x.max()) <= 1.0
     if (height, width) == (1, 1):
         assert tuple(x.shape) == (3, 224, 224)
         assert torch.allclose(x, image.float().div(255).expand(3, 224, 224), atol=1e-6)
