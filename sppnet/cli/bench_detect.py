@@ -40,10 +40,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--tables",
         nargs="+",
-        choices=("speed", "latency", "onnx", "map"),
+        choices=("speed", "latency", "onnx", "map", "per_image"),
         default=("speed", "latency", "onnx"),
         help="which tables to measure (speed latency onnx); 'map' (with --weights and --data) "
-        "evaluates the latency table's variants and is added whenever --data is given",
+        "evaluates the latency table's variants and is added whenever --data is given; "
+        "'per_image': proposals + detection per image beside torchvision's detectors",
     )
     parser.add_argument("--windows", type=int, help="windows per image (2000)")
     parser.add_argument(
@@ -144,8 +145,17 @@ def run(args: argparse.Namespace) -> int:
     if "map" in args.tables and not args.data:
         print("sppnet bench detect: --tables map needs --weights and --data", file=sys.stderr)
         return 2
-    timed = [t for t in args.tables if t != "map"]
+    timed = [t for t in args.tables if t not in ("map", "per_image")]
     result = run_benchmark(settings, detector=detector, tables=timed, log=_log)
+    if "per_image" in args.tables:
+        from sppnet.benchmarks.detect import demo_network
+        from sppnet.benchmarks.per_image import PerImageSettings, per_image_table
+
+        changes: dict[str, Any] = {"repeats": 1, "stream_images": 2} if args.quick else {}
+        if args.repeats is not None:
+            changes["repeats"] = args.repeats
+        per_image = PerImageSettings(**changes)
+        result["per_image"] = per_image_table(detector or demo_network(settings), per_image, _log)
 
     if args.data:
         try:
@@ -164,6 +174,10 @@ def run(args: argparse.Namespace) -> int:
         result["map"] = None
 
     print(format_report(result))
+    if result.get("per_image"):
+        from sppnet.benchmarks.per_image import format_per_image
+
+        print(format_per_image(result["per_image"]))
     if args.json:
         atomic_write_json(args.json, result)
         _log(f"wrote {args.json}")

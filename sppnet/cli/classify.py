@@ -12,7 +12,10 @@ Images: file paths, or ``photo:NAME`` for the photos bundled with scikit-image /
 (``photo:chelsea``, ``photo:coffee``, ``photo:astronaut``, ``photo:rocket``...). Each is decoded
 by :func:`sppnet.data.images.read_image` (greyscale, palette, RGBA and 16-bit become 8-bit RGB)
 and resized so that its shorter side is ``--short-side`` px (aspect kept, no crop; ``0``: keep the
-file's size). Images whose shorter side is below the backbone's minimum are refused with an error.
+file's size) and its longer side at most ``--max-size`` px (which bounds the time and memory of
+any image: a 3 x 20000 strip would otherwise become 224 x 1.5 million pixels). Images whose
+shorter side ends up below the backbone's minimum are refused with an error naming them; the
+others go on.
 
 Exit status: 0 if every image was classified, 1 if some could not be (each named on stderr),
 2 for a bad model or option.
@@ -49,6 +52,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=224,
         help="resize each image so its shorter side is this many px, aspect kept; 0 keeps the "
         "file's size (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--max-size",
+        type=int,
+        default=1000,
+        help="cap on the longer side after resizing, px (default: %(default)s)",
     )
     parser.add_argument("--top-k", type=int, default=5, help="labels per image (default: 5)")
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1... (default: cpu)")
@@ -88,13 +97,13 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from sppnet.data.errors import ImageReadError
-    from sppnet.data.image_folder import resize_shorter_side
     from sppnet.data.images import read_image
     from sppnet.models import WeightsError, WeightsNotFoundError
+    from sppnet.models.transform import resize_bounded
     from sppnet.utils.atomic import atomic_write_json
 
-    if args.short_side < 0 or args.top_k < 1:
-        print("error: --short-side must be >= 0 and --top-k >= 1", file=sys.stderr)
+    if args.short_side < 0 or args.top_k < 1 or args.max_size < 1:
+        print("error: --short-side must be >= 0, --max-size and --top-k >= 1", file=sys.stderr)
         return 2
     try:
         model, classes = _load_model(args)
@@ -111,14 +120,16 @@ def run(args: argparse.Namespace) -> int:
             path = _resolve_image(spec)
             image = read_image(path)
             height, width = image.shape[-2:]
-            if args.short_side:
-                x = resize_shorter_side(image, args.short_side)
-            else:
-                x = image.float() / 255.0
+            x = resize_bounded(image, args.short_side or min(height, width), args.max_size)
             if min(x.shape[-2:]) < backbone.min_input_size:
+                hint = (
+                    "its aspect ratio is too extreme for --max-size"
+                    if args.short_side and max(x.shape[-2:]) >= args.max_size
+                    else "use --short-side to enlarge it"
+                )
                 raise ValueError(
-                    f"{spec}: {x.shape[-2]}x{x.shape[-1]} px is below {backbone.name}'s minimum "
-                    f"side of {backbone.min_input_size} px; use --short-side to enlarge it"
+                    f"{spec}: {height}x{width} px resizes to {x.shape[-2]}x{x.shape[-1]} px, "
+                    f"below {backbone.name}'s minimum side of {backbone.min_input_size} px; {hint}"
                 )
             with torch.no_grad():
                 logits = model([backbone.normalize(x).to(device)])
@@ -151,4 +162,9 @@ def run(args: argparse.Namespace) -> int:
 
 def _describe(args: argparse.Namespace, model: Any) -> dict[str, Any]:
     source = str(args.checkpoint) if args.checkpoint else str(args.weights)
-    return {"source": source, "config": model.config, "short_side": args.short_side}
+    return {
+        "source": source,
+        "config": model.config,
+        "short_side": args.short_side,
+        "max_size": args.max_size,
+    }

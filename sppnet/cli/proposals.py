@@ -47,12 +47,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         choices=("selective_search", "sliding_windows", "mat_file"),
         default="selective_search",
     )
-    method.add_argument("--mode", choices=("fast", "quality", "single"), default="fast")
+    method.add_argument(
+        "--mode",
+        choices=("fast", "quality", "single", "fast_split", "lite"),
+        default="fast",
+        help="OpenCV's modes, or the split ones (per colour space, ranks merged; lite: no "
+        "texture similarity) that can use two cores per image (docs/proposals.md)",
+    )
     method.add_argument(
         "--shorter-side",
         type=int,
         default=224,
         help="selective search works at this shorter side, in pixels (0: full resolution)",
+    )
+    method.add_argument(
+        "--max-side",
+        type=int,
+        default=1000,
+        help="selective search also shrinks the image so its longer side is at most this many "
+        "pixels, which bounds the cost of thin images (0: no bound; default %(default)s)",
     )
     method.add_argument("--min-size", type=float, default=8.0, help="minimum box side, pixels")
     method.add_argument(
@@ -125,6 +138,7 @@ def _make_source(args: argparse.Namespace) -> Any:
             base_k=args.base_k,
             inc_k=args.inc_k,
             sigma=args.sigma,
+            max_side=args.max_side or None,
         )
     if args.method == "sliding_windows":
         return SlidingWindows()

@@ -8,6 +8,12 @@ padding would change the conv features near the border of the smaller images, so
 would depend on which other images shared its batch. :meth:`ScaledBatch.padded` stacks them when
 that is wanted (all images of the same size stack exactly). Because sizes are rounded to whole
 pixels, the effective factor differs slightly per axis; both are recorded so boxes map exactly.
+
+The cap on the longer side bounds the cost of any image: a 3 x 20000 strip at scale 224 would
+otherwise become 224 x 1.5 million pixels (4 GB as float32). Capped, such an image ends up below
+the size a backbone accepts; :class:`InputSizeCheck` refuses it up front with a message that says
+so, and :func:`resize_bounded` applies the same rule for single-image commands (``sppnet
+classify``).
 """
 
 from __future__ import annotations
@@ -21,7 +27,7 @@ from torch import Tensor, nn
 
 from sppnet.models.scales import resize_factor, resized_size
 
-__all__ = ["DetectionTransform", "ScaledBatch"]
+__all__ = ["DetectionTransform", "InputSizeCheck", "ScaledBatch", "resize_bounded"]
 
 
 @dataclass
@@ -55,6 +61,58 @@ class ScaledBatch:
         return batch
 
 
+@dataclass(frozen=True)
+class InputSizeCheck:
+    """Refuse images that some scale would resize below ``min_side`` pixels on a side.
+
+    Call it with ``(height, width)`` of the original image; it raises ``ValueError`` (naming
+    the size, the scale and the cap) or returns None. Picklable, so worker processes can check
+    an image before spending time on its proposals.
+
+    Attributes:
+        scales: shorter sides in pixels.
+        max_size: cap on the longer side after resizing.
+        min_side: smallest side the network accepts (``backbone.min_input_size``).
+    """
+
+    scales: tuple[int, ...]
+    max_size: int
+    min_side: int
+
+    def __call__(self, height: int, width: int) -> None:
+        for scale in self.scales:
+            new_h, new_w = resized_size(
+                height, width, resize_factor(height, width, scale, self.max_size)
+            )
+            if min(new_h, new_w) < self.min_side:
+                ratio = max(height, width) / min(height, width)
+                raise ValueError(
+                    f"a {width}x{height} px image (aspect ratio {ratio:.0f}:1) becomes "
+                    f"{new_w}x{new_h} px at scale {scale} with the longer side capped at "
+                    f"{self.max_size} px, below the network's minimum side of {self.min_side} px"
+                )
+
+
+def resize_bounded(image: Tensor, scale: int, max_size: int | None) -> Tensor:
+    """Resize so the shorter side is ``scale`` pixels and the longer at most ``max_size``.
+
+    Args:
+        image: Tensor[3, H, W] uint8 (or float in 0..255).
+        scale: shorter side in pixels (>= 1).
+        max_size: cap on the longer side in pixels; ``None``: no cap.
+
+    Returns:
+        Tensor[3, h, w] float32 in [0, 1] (bilinear, antialiased; the factor of
+        :func:`~sppnet.models.scales.resize_factor`).
+    """
+    height, width = int(image.shape[-2]), int(image.shape[-1])
+    size = resized_size(height, width, resize_factor(height, width, scale, max_size))
+    x = image.unsqueeze(0).float()
+    if size != (height, width):
+        x = F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=True)
+    return (x[0] / 255.0).clamp_(0.0, 1.0)
+
+
 class DetectionTransform(nn.Module):
     """Resize and normalise a list of images at each of ``scales``.
 
@@ -85,6 +143,10 @@ class DetectionTransform(nn.Module):
 
     def extra_repr(self) -> str:
         return f"scales={self.scales}, max_size={self.max_size}"
+
+    def size_check(self, min_side: int) -> InputSizeCheck:
+        """An :class:`InputSizeCheck` for this transform's scales and cap."""
+        return InputSizeCheck(self.scales, self.max_size, int(min_side))
 
     def image_factors(self, height: int, width: int) -> list[float]:
         """The nominal resize factor of each scale for an image of this size."""

@@ -64,6 +64,9 @@ def create_source(name: str, params: dict[str, Any]) -> ProposalSource:
     if cls is MatFileProposals:
         arguments.pop("file_bytes", None)
         arguments.pop("file_mtime_ns", None)
+    if cls is SelectiveSearch:
+        # Recorded before selective search had a bound on the longer side: it was unbounded.
+        arguments.setdefault("max_side", None)
     try:
         source = cls(**arguments)
     except TypeError as error:

@@ -7,11 +7,14 @@ around it:
 
 **Resize policy.** The cost of selective search grows with the pixel count, a little faster
 (measured on the demo images: 0.22 s at a 160-pixel shorter side, 0.46 s at 224, 1.09 s at the
-full 320..400 px), so the image is first shrunk (``cv2.INTER_AREA``) so its shorter side is
-``shorter_side`` pixels; images already that small are not enlarged. A working
-image of ``w' x h'`` pixels (``w' = round(W * s)``, ``h' = round(H * s)``, ``s = shorter_side /
-min(H, W)``) yields OpenCV rectangles ``(x, y, w, h)`` covering working pixels ``x .. x + w - 1``;
-their edges are mapped back to the original image by the exact per-axis ratios::
+full 320..400 px), and much faster on thin images (a 3 x 4000 strip took 2.3 s, a 3 x 20000 one
+asked OpenCV for a 1.6 GB matrix: its neighbour table is ``regions x regions`` bytes), so the
+image is first shrunk (``cv2.INTER_AREA``) so its shorter side is ``shorter_side`` pixels and its
+longer side at most ``max_side``; images already that small are not enlarged. A working
+image of ``w' x h'`` pixels (``w' = round(W * s)``, ``h' = round(H * s)``, ``s = min(shorter_side
+/ min(H, W), max_side / max(H, W))``) yields OpenCV rectangles ``(x, y, w, h)`` covering working
+pixels ``x .. x + w - 1``; their edges are mapped back to the original image by the exact
+per-axis ratios::
 
     x1 = x * W / w'          x2 = (x + w) * W / w'
     y1 = y * H / h'          y2 = (y + h) * H / h'
@@ -30,6 +33,12 @@ first, so the same image and settings always give the same boxes in the same ord
 several *threads* of one process are serialised by that lock; use processes for parallelism
 (``sppnet proposals --workers``).
 
+**Split modes.** ``"fast_split"`` (fast mode's groupings) and ``"lite"`` (the same without the
+texture similarity) search each colour space on its own and merge the two ranked lists by
+relative rank (:mod:`sppnet.proposals.split_search`), so that one image can use two cores
+(``workers=2``: the second colour space runs in a helper process); the boxes do not depend on
+``workers``.
+
 **Threads.** OpenCV's own thread pool does not help selective search (the grouping is serial;
 measured: the same CPU and wall time with 1 or 2 threads). Worker processes should call
 ``cv2.setNumThreads(1)`` (``sppnet proposals`` does) so that N workers use N cores.
@@ -37,9 +46,6 @@ measured: the same CPU and wall time with 1 or 2 threads). Worker processes shou
 
 from __future__ import annotations
 
-import ctypes
-import os
-import threading
 from typing import Any, Literal
 
 import numpy as np
@@ -47,28 +53,15 @@ import torch
 from torch import Tensor
 
 from sppnet.proposals.base import ProposalSource, check_image, unique_boxes
+from sppnet.proposals.split_search import LOCK, SPLIT_STRATEGIES, libc_srand, search_colour_spaces
 
-__all__ = ["SelectiveSearch", "selective_search", "working_size"]
+__all__ = ["MAX_SIDE", "SelectiveSearch", "selective_search", "working_size"]
 
-Mode = Literal["fast", "quality", "single"]
-_MODES = ("fast", "quality", "single")
+Mode = Literal["fast", "quality", "single", "fast_split", "lite"]
+_MODES = ("fast", "quality", "single", "fast_split", "lite")
 
-_LOCK = threading.Lock()
-_SRAND: Any = None
-
-
-def _libc_srand() -> Any:
-    """The C library's ``srand`` that OpenCV's ``rand()`` calls share (found once, then cached)."""
-    global _SRAND
-    if _SRAND is None:
-        # POSIX: dlopen(NULL), the symbols already loaded into this process, i.e. the same libc
-        # that cv2's shared library resolved rand() against. Windows: the universal CRT.
-        library = ctypes.CDLL("ucrtbase") if os.name == "nt" else ctypes.CDLL(None)
-        srand = library.srand
-        srand.argtypes = [ctypes.c_uint]
-        srand.restype = None
-        _SRAND = srand
-    return _SRAND
+#: Default cap on the working image's longer side, in pixels.
+MAX_SIDE = 1000
 
 
 def _segmentation_module() -> Any:
@@ -85,15 +78,21 @@ def _segmentation_module() -> Any:
     return cv2.ximgproc.segmentation
 
 
-def working_size(height: int, width: int, shorter_side: int | None) -> tuple[int, int]:
+def working_size(
+    height: int, width: int, shorter_side: int | None, max_side: int | None = None
+) -> tuple[int, int]:
     """The ``(h', w')`` at which selective search runs on an ``H x W`` image.
 
-    ``shorter_side=None`` keeps the original size; images whose shorter side is already at most
-    ``shorter_side`` are not enlarged.
+    The image is shrunk so its shorter side is at most ``shorter_side`` and its longer side at
+    most ``max_side`` (``None``: no such bound), never enlarged.
     """
-    if shorter_side is None or min(height, width) <= shorter_side:
+    scale = 1.0
+    if shorter_side is not None:
+        scale = min(scale, shorter_side / min(height, width))
+    if max_side is not None:
+        scale = min(scale, max_side / max(height, width))
+    if scale >= 1.0:
         return height, width
-    scale = shorter_side / min(height, width)
     return max(1, round(height * scale)), max(1, round(width * scale))
 
 
@@ -108,6 +107,8 @@ def selective_search(
     inc_k: int = 100,
     sigma: float = 0.8,
     seed: int = 0,
+    max_side: int | None = MAX_SIDE,
+    workers: int = 1,
 ) -> Tensor:
     """Selective-search proposals for one image.
 
@@ -115,10 +116,16 @@ def selective_search(
         image: Tensor[3, H, W] uint8, RGB.
         mode: ``"fast"`` (2 colour spaces x 3 segmentation scales x 2 strategies, SPP-net's
             choice), ``"quality"`` (5 colour spaces x 5 scales x 4 strategies; several times
-            slower, higher recall) or ``"single"`` (HSV, one scale ``base_k``, one strategy).
+            slower, higher recall), ``"single"`` (HSV, one scale ``base_k``, one strategy), or
+            the split modes ``"fast_split"`` (fast mode's groupings, ranked per colour space and
+            merged) and ``"lite"`` (the same without the texture similarity; a third less CPU).
         shorter_side: work on the image resized so its shorter side has this many pixels
             (never enlarged); ``None`` works at full resolution. See the module docstring for
             how boxes are mapped back.
+        max_side: also shrink the working image so its longer side has at most this many
+            pixels (bounds the cost of thin images); ``None``: no bound.
+        workers: processes for one image in the split modes (2: both cores); the boxes are the
+            same for any value. Ignored by the other modes, which are serial.
         min_size: drop boxes whose width or height is below this, in original pixels.
         max_proposals: keep at most this many boxes (the best ranked); ``None`` keeps all.
         base_k, inc_k, sigma: the graph segmentation's scale parameter ``k`` starts at
@@ -141,6 +148,10 @@ def selective_search(
         raise ValueError(f"selective_search: mode must be one of {_MODES}, got {mode!r}")
     if shorter_side is not None and shorter_side < 1:
         raise ValueError(f"selective_search: shorter_side must be >= 1 or None, got {shorter_side}")
+    if max_side is not None and max_side < 1:
+        raise ValueError(f"selective_search: max_side must be >= 1 or None, got {max_side}")
+    if workers < 1:
+        raise ValueError(f"selective_search: workers must be >= 1, got {workers}")
     if max_proposals is not None and max_proposals < 1:
         raise ValueError(
             f"selective_search: max_proposals must be >= 1 or None, got {max_proposals}"
@@ -156,21 +167,25 @@ def selective_search(
     segmentation = _segmentation_module()
     # OpenCV wants BGR, HxWx3, contiguous.
     bgr = np.ascontiguousarray(image.detach().flip(0).permute(1, 2, 0).cpu().numpy())
-    work_h, work_w = working_size(height, width, shorter_side)
+    work_h, work_w = working_size(height, width, shorter_side, max_side)
     if (work_h, work_w) != (height, width):
         bgr = cv2.resize(bgr, (work_w, work_h), interpolation=cv2.INTER_AREA)
 
-    search = segmentation.createSelectiveSearchSegmentation()
-    search.setBaseImage(bgr)
-    if mode == "fast":
-        search.switchToSelectiveSearchFast(base_k, inc_k, sigma)
-    elif mode == "quality":
-        search.switchToSelectiveSearchQuality(base_k, inc_k, sigma)
+    if mode in SPLIT_STRATEGIES:
+        ks = [base_k + i * inc_k for i in range(3)]
+        rects = search_colour_spaces(bgr, mode, ks, sigma, seed, workers)
     else:
-        search.switchToSingleStrategy(base_k, sigma)
-    with _LOCK:
-        _libc_srand()(seed)
-        rects = search.process()
+        search = segmentation.createSelectiveSearchSegmentation()
+        search.setBaseImage(bgr)
+        if mode == "fast":
+            search.switchToSelectiveSearchFast(base_k, inc_k, sigma)
+        elif mode == "quality":
+            search.switchToSelectiveSearchQuality(base_k, inc_k, sigma)
+        else:
+            search.switchToSingleStrategy(base_k, sigma)
+        with LOCK:
+            libc_srand(seed)
+            rects = search.process()
 
     rects = torch.from_numpy(np.asarray(rects, dtype=np.float64).reshape(-1, 4))
     boxes = torch.cat([rects[:, :2], rects[:, :2] + rects[:, 2:]], dim=1)
@@ -209,6 +224,8 @@ class SelectiveSearch(ProposalSource):
         inc_k: int = 100,
         sigma: float = 0.8,
         seed: int = 0,
+        max_side: int | None = MAX_SIDE,
+        workers: int = 1,
     ) -> None:
         if mode not in _MODES:
             raise ValueError(f"SelectiveSearch: mode must be one of {_MODES}, got {mode!r}")
@@ -220,8 +237,14 @@ class SelectiveSearch(ProposalSource):
         self.inc_k = inc_k
         self.sigma = float(sigma)
         self.seed = seed
+        self.max_side = max_side
+        #: Processes per image in the split modes; not a param: the boxes do not depend on it.
+        self.workers = workers
 
     def params(self) -> dict[str, Any]:
+        # max_side=None (no bound) is left out: caches written before the bound existed were
+        # uncapped and stay valid (create_source rebuilds them with max_side=None).
+        bound = {} if self.max_side is None else {"max_side": self.max_side}
         return {
             "mode": self.mode,
             "shorter_side": self.shorter_side,
@@ -231,7 +254,10 @@ class SelectiveSearch(ProposalSource):
             "inc_k": self.inc_k,
             "sigma": self.sigma,
             "seed": self.seed,
+            **bound,
         }
 
     def __call__(self, image: Tensor, image_id: str) -> Tensor:
-        return selective_search(image, **self.params())
+        return selective_search(
+            image, **{**self.params(), "max_side": self.max_side, "workers": self.workers}
+        )

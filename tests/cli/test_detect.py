@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import numpy as np
@@ -51,7 +52,7 @@ def test_trained_detector_json_and_drawings(
     out = tmp_path / "out"
     status = main(
         ["detect", str(png), str(jpg), "--weights", str(trained), "--out", str(out),
-         "--json", "-", "--max-detections", "3", "--max-proposals", "50"]
+         "--json", "-", "--max-detections", "3", "--max-proposals", "50", "--workers", "0"]
     )  # fmt: skip
     assert status == 0
     document = json.loads(capsys.readouterr().out)
@@ -83,7 +84,10 @@ def test_bad_image_is_reported_and_others_still_run(
     bad = tmp_path / "bad.png"
     bad.write_bytes(b"not an image at all")
     report = tmp_path / "dets.json"
-    status = main(["detect", str(bad), str(good), "--weights", str(trained), "--json", str(report)])
+    status = main(
+        ["detect", str(bad), str(good), "--weights", str(trained), "--json", str(report),
+         "--workers", "0"]
+    )  # fmt: skip
     assert status == 1
     document = json.loads(report.read_text())
     assert [e["path"] for e in document["errors"]] == [str(bad)]
@@ -91,9 +95,61 @@ def test_bad_image_is_reported_and_others_still_run(
     assert "bad.png" in capsys.readouterr().err
 
 
+def test_odd_images_are_refused_by_name_and_cost_little(
+    trained: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Before the caps, a 20000 x 3 strip ran past 120 s and 3 GB (selective search at full size).
+    good = _photo(tmp_path / "good.png", 64, 80)
+    odd = {}
+    for name, (height, width) in {"sliver": (3, 20000), "tall": (20000, 3), "dot": (1, 1)}.items():
+        pixels = np.random.default_rng(0).integers(0, 256, (height, width, 3), dtype=np.uint8)
+        odd[name] = tmp_path / f"{name}.png"
+        Image.fromarray(pixels).save(odd[name])
+    start = time.perf_counter()
+    status = main(
+        ["detect", str(odd["sliver"]), str(good), str(odd["tall"]), str(odd["dot"]),
+         "--weights", str(trained), "--json", "-", "--workers", "0", "--no-progress"]
+    )  # fmt: skip
+    assert time.perf_counter() - start < 30.0
+    assert status == 1
+    captured = capsys.readouterr()
+    document = json.loads(captured.out)
+    assert [e["path"] for e in document["errors"]] == [str(odd["sliver"]), str(odd["tall"])]
+    for error in document["errors"]:
+        assert "aspect ratio 6667:1" in error["error"] and "400 px" in error["error"]
+    assert [r["path"] for r in document["images"]] == [str(good), str(odd["dot"])]
+    dot = document["images"][1]
+    assert (dot["height"], dot["width"], dot["proposals"], dot["detections"]) == (1, 1, 0, [])
+    assert "sliver.png" in captured.err and "tall.png" in captured.err
+
+
+def test_folder_streams_through_a_worker_with_throughput(
+    trained: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    paths = {_photo(folder / f"{i}.png", 50 + 7 * i, 70, seed=i) for i in range(3)}
+    (folder / "readme.txt").write_text("not an image")
+    report = tmp_path / "dets.json"
+    status = main(
+        ["detect", str(folder), "--weights", str(trained), "--json", str(report),
+         "--workers", "1", "--max-proposals", "30"]
+    )  # fmt: skip
+    assert status == 0
+    document = json.loads(report.read_text())
+    assert {r["path"] for r in document["images"]} == {str(p) for p in paths}
+    assert all(0 < r["proposals"] <= 30 for r in document["images"])
+    throughput = document["throughput"]
+    assert throughput["images"] == 3 and throughput["workers"] == 1
+    assert throughput["images_per_second"] == pytest.approx(3 / throughput["wall_seconds"])
+    assert "images/s" in capsys.readouterr().err
+
+
 def test_bad_weights_and_arguments(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     image = _photo(tmp_path / "x.png", 40, 40)
-    assert main(["detect", str(image), "--weights", str(tmp_path / "missing")]) == 2
+    assert (
+        main(["detect", str(image), "--weights", str(tmp_path / "missing"), "--workers", "0"]) == 2
+    )
     assert "--weights" in capsys.readouterr().err
     assert main(["detect", str(image), "--weights", "imagenet", "--min-window", "1.5"]) == 2
     assert "--min-window" in capsys.readouterr().err

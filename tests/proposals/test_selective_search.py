@@ -1,11 +1,15 @@
+import time
+
+import numpy as np
 import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from skimage import data
 
-from sppnet.proposals import SelectiveSearch, check_proposals, selective_search
+from sppnet.proposals import SelectiveSearch, check_proposals, create_source, selective_search
 from sppnet.proposals.selective_search import working_size
+from sppnet.proposals.split_search import merge_ranked
 
 
 def _photo(name: str) -> torch.Tensor:
@@ -118,3 +122,62 @@ def test_any_small_image_gives_valid_boxes(height, width, shorter_side, seed):
     boxes = selective_search(image, shorter_side=shorter_side, min_size=0)
     check_proposals(boxes, (height, width))
     assert (boxes == torch.tensor([0.0, 0.0, width, height])).all(1).any()
+
+
+def test_working_size_caps_the_longer_side():
+    assert working_size(3, 20000, 224, 1000) == (1, 1000)  # round(3 * 0.05) = 0 -> 1
+    assert working_size(20000, 3, None, 1000) == (1000, 1)
+    assert working_size(375, 500, 224, 1000) == (224, 299)  # the bound does not bite
+    assert working_size(300, 4000, 224, 1000) == (75, 1000)
+    assert working_size(10, 20, 224, 1000) == (10, 20)  # never enlarged
+
+
+@pytest.mark.parametrize("height, width", [(3, 20000), (20000, 3), (1, 1)])
+def test_thin_images_cost_little(height, width):
+    # Unbounded, a 3 x 20000 strip asked OpenCV for a 1.6 GB neighbour table (minutes of CPU).
+    image = torch.randint(0, 256, (3, height, width), dtype=torch.uint8)
+    start = time.perf_counter()
+    boxes = selective_search(image, min_size=0)
+    assert time.perf_counter() - start < 10.0
+    check_proposals(boxes, (height, width))
+
+
+def test_merge_ranked_interleaves_by_relative_rank():
+    a = np.array(
+        [[0, 0, 1, 1], [1, 1, 1, 1], [2, 2, 1, 1], [3, 3, 1, 1]]
+    )  # keys 1/8, 3/8, 5/8, 7/8
+    b = np.array([[9, 9, 1, 1], [8, 8, 1, 1]])
+    merged = merge_ranked([a, b])
+    assert merged[:, 0].tolist() == [0, 9, 1, 2, 8, 3]
+    assert merge_ranked([a, b[:0]]).tolist() == a.tolist()
+
+
+@pytest.mark.slow  # starts the helper process (a forkserver child importing torch): ~5 s
+def test_split_modes_give_the_same_boxes_with_one_or_two_processes(coffee):
+    one = selective_search(coffee, mode="lite", shorter_side=96)
+    two = selective_search(coffee, mode="lite", shorter_side=96, workers=2)
+    assert torch.equal(one, two)
+    assert torch.equal(selective_search(coffee, mode="lite", shorter_side=96, workers=2), one)
+    check_proposals(one, (400, 600))
+    assert len(torch.unique(one, dim=0)) == len(one) > 20
+    assert (one == torch.tensor([0.0, 0.0, 600.0, 400.0])).all(1).any()
+
+
+def test_split_modes_search_the_same_groupings_as_fast_mode(coffee):
+    # Same 12 groupings, another ranking: the same set of boxes when none is cut by the cap.
+    fast = selective_search(coffee, mode="fast", shorter_side=96, max_proposals=None)
+    split = selective_search(coffee, mode="fast_split", shorter_side=96, max_proposals=None)
+    assert not torch.equal(fast, split)
+    assert sorted(map(tuple, fast.tolist())) == sorted(map(tuple, split.tolist()))
+    lite = selective_search(coffee, mode="lite", shorter_side=96, max_proposals=None)
+    assert sorted(map(tuple, lite.tolist())) != sorted(map(tuple, split.tolist()))
+
+
+def test_params_record_the_bound_and_old_caches_rebuild_unbounded():
+    source = SelectiveSearch(mode="lite", workers=2)
+    assert source.params()["max_side"] == 1000 and "workers" not in source.params()
+    old = SelectiveSearch(max_side=None).params()
+    assert "max_side" not in old  # what caches recorded before the bound existed
+    rebuilt = create_source("selective_search", old)
+    assert rebuilt.max_side is None and rebuilt.params() == old
+    assert create_source("selective_search", source.params()).params() == source.params()
