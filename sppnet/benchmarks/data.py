@@ -198,9 +198,16 @@ def _child(case: str, root: str, traced: str) -> None:
     """Run one case in this (fresh) process; print ``{"seconds", "traced_peak_mb",
     "peak_rss_mb"}``."""
     if case == "sppnet data check (process)":
-        from sppnet.cli.main import main
+        # The whole command as a user runs it (``python -m sppnet data check``), in this fresh
+        # process: the benchmark does not import the CLI's modules itself.
+        import runpy
 
-        status = main(["data", "check", root, "--split", "train"])
+        sys.argv = ["sppnet", "data", "check", root, "--split", "train"]
+        try:
+            runpy.run_module("sppnet", run_name="__main__")
+            status = 0
+        except SystemExit as stop:
+            status = int(stop.code or 0)
         print(json.dumps({"status": status, "traced_peak_mb": None, "peak_rss_mb": _peak_rss_mb()}))
         return
     from pycocotools.coco import COCO  # noqa: F401 - imported in every case alike

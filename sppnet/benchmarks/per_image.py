@@ -31,7 +31,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from sppnet.benchmarks.detect import benchmark_image, machine_info, median_seconds
+from sppnet.benchmarks._timing import machine_info, median_seconds
+from sppnet.benchmarks.detect_settings import benchmark_image
 from sppnet.models.detector import SPPNetDetector
 from sppnet.models.fuse import fuse_for_inference
 from sppnet.proposals.limits import LimitedProposals

@@ -148,7 +148,7 @@ def run(args: argparse.Namespace) -> int:
     timed = [t for t in args.tables if t not in ("map", "per_image")]
     result = run_benchmark(settings, detector=detector, tables=timed, log=_log)
     if "per_image" in args.tables:
-        from sppnet.benchmarks.detect import demo_network
+        from sppnet.benchmarks.detect_settings import demo_network
         from sppnet.benchmarks.per_image import PerImageSettings, per_image_table
 
         changes: dict[str, Any] = {"repeats": 1, "stream_images": 2} if args.quick else {}
