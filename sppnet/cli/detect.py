@@ -71,6 +71,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--json", metavar="PATH", help="write detections as JSON ('-': stdout)")
     parser.add_argument(
+        "--coco-json",
+        metavar="PATH",
+        help="also write the detections as a COCO results list (image_id: the file name's stem, "
+        "a number when it is one; category_id: the model's dataset ids when it has them "
+        "(a model trained with --data), else its labels 1..K)",
+    )
+    parser.add_argument(
         "--score-threshold",
         type=float,
         help="keep detections scoring above this (default: the model's; 0.3 for imagenet)",
@@ -314,4 +321,29 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(document, indent=2))
     elif args.json:
         atomic_write_json(args.json, document)
+    if args.coco_json:
+        _write_coco_json(args.coco_json, records, detector.config)
     return 1 if errors else 0
+
+
+def _write_coco_json(path: str, records: list[dict[str, Any]], config: Any) -> None:
+    """The detections of ``records`` as a COCO results file (see ``--coco-json``)."""
+    import torch
+
+    from sppnet.evaluation import write_coco_results
+
+    def image_id(record: dict[str, Any]) -> int | str:
+        stem = Path(record["path"]).stem
+        return int(stem) if stem.isdigit() else stem
+
+    predictions = [
+        {
+            "boxes": torch.tensor([d["box"] for d in r["detections"]]).reshape(-1, 4),
+            "labels": torch.tensor([d["label"] for d in r["detections"]], dtype=torch.int64),
+            "scores": torch.tensor([d["score"] for d in r["detections"]]),
+        }
+        for r in records
+    ]
+    categories = config.category_ids or list(range(1, config.num_classes + 1))
+    count = write_coco_results(path, predictions, [image_id(r) for r in records], categories)
+    print(f"sppnet detect: {count} detections -> {path} (COCO results)", file=sys.stderr)

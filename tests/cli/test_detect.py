@@ -52,10 +52,18 @@ def test_trained_detector_json_and_drawings(
     out = tmp_path / "out"
     status = main(
         ["detect", str(png), str(jpg), "--weights", str(trained), "--out", str(out),
-         "--json", "-", "--max-detections", "3", "--max-proposals", "50", "--workers", "0"]
+         "--json", "-", "--max-detections", "3", "--max-proposals", "50", "--workers", "0",
+         "--coco-json", str(tmp_path / "coco.json")]
     )  # fmt: skip
     assert status == 0
     document = json.loads(capsys.readouterr().out)
+    coco = json.loads((tmp_path / "coco.json").read_text())
+    detections = [d for r in document["images"] for d in r["detections"]]
+    assert len(coco) == len(detections) and {c["image_id"] for c in coco} == {"a", "b"}
+    first, record = coco[0], document["images"][0]["detections"][0]
+    x1, y1, x2, y2 = record["box"]
+    assert first["category_id"] == record["label"]  # no dataset ids: the labels
+    assert first["bbox"] == pytest.approx([x1, y1, x2 - x1, y2 - y1], abs=1e-3)
     assert document["schema"] == "sppnet.detect/1" and document["errors"] == []
     assert [r["path"] for r in document["images"]] == [str(png), str(jpg)]
     for record, (height, width), suffix in zip(
