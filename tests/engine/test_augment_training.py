@@ -155,3 +155,43 @@ def test_config_round_trip():
     again = TrainingConfig.from_dict(cfg.to_dict())
     assert again == cfg and again.augment_prob == 0.5 and not again.augment_hflip
     assert TrainingConfig().augment_prob == 0.0
+
+
+def test_resume_after_a_crash_is_bit_identical(tmp_path):
+    # Augmented steps draw from the global RNG, which the checkpoints carry: a run that dies in
+    # its fourth step and resumes from the last epoch-end checkpoint ends with the same weights.
+    def run(out, crash_at=None):
+        detector = _detector((56, 72))
+        detector.set_box_predictor(SoftmaxHead(detector.representation_size, 2))
+        cfg = TrainingConfig(
+            stages=("end_to_end",),
+            epochs_e2e=3,
+            trunk_frozen_prefix=3,
+            trunk_cache_mb=16,
+            windows_per_batch=16,
+            augment_prob=0.5,
+        )
+        data = _toy_data()
+        if crash_at is not None:
+            calls, image = [0], data.image
+
+            def failing(index):
+                calls[0] += 1
+                if calls[0] == crash_at:
+                    raise RuntimeError("simulated crash")
+                return image(index)
+
+            data.image = failing
+        torch.manual_seed(0)
+        log = finetune_end_to_end(detector, data, cfg, out, resume=crash_at is None)
+        return detector.state_dict(), log
+
+    reference, log = run(tmp_path / "straight")
+    assert 0 < log.info["augmented_steps"] < 6 and "resumed_from" not in log.info
+    out = tmp_path / "crashed"
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        run(out, crash_at=7)
+    resumed, log = run(out)
+    assert "resumed_from" in log.info and log.info["augmented_steps"] < 6, log.info
+    for k, v in reference.items():
+        assert torch.equal(v, resumed[k]), k
