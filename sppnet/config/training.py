@@ -57,6 +57,18 @@ class TrainingConfig(Serializable):
         max_proposals: proposals per image used in training (the highest ranked first).
         cache_dtype: dtype of the cached conv maps (``"float16"`` halves the memory).
         seed: random seed of the window sampler and the initialisation of new layers.
+        augment_prob: end to end, the probability that a step's batch is augmented
+            photometrically (:func:`sppnet.data.augment.build_augment`); 0 (the default) turns
+            augmentation off and draws nothing from the RNG, so training is unchanged. An
+            augmented batch is read from the images and bypasses the frozen-prefix cache. The
+            other stages fit on cached conv maps of the unaugmented images and ignore it.
+        augment_brightness / augment_contrast / augment_saturation / augment_hue: colour jitter
+            spreads (factors drawn from ``[1 - x, 1 + x]``; the hue shift from ``[-x, x]``
+            turns); 0 turns a part off.
+        augment_greyscale / augment_invert: probabilities of greyscale and of polarity
+            inversion (``255 - image``) in an augmented batch.
+        augment_hflip: also mirror augmented images with probability 1/2 (their proposals and
+            ground-truth boxes with them); off for classes without mirror symmetry (digits).
         amp: mixed precision of the gradient stages (``"off"``, ``"bf16"``, ``"fp16"``: see
             :data:`sppnet.utils.amp.AMP_MODES`); the feature cache, the SVMs and the box
             regression always run in float32.
@@ -97,6 +109,14 @@ class TrainingConfig(Serializable):
     cache_dtype: str = "float16"
     seed: int = 0
     amp: str = "off"
+    augment_prob: float = 0.0
+    augment_brightness: float = 0.3
+    augment_contrast: float = 0.4
+    augment_saturation: float = 0.5
+    augment_hue: float = 0.1
+    augment_greyscale: float = 0.1
+    augment_invert: float = 0.2
+    augment_hflip: bool = False
 
     def __post_init__(self) -> None:
         self.stages = tuple(self.stages)
@@ -136,3 +156,22 @@ class TrainingConfig(Serializable):
         check_amp(self.amp, "amp")
         if not 0.0 < self.lr_decay_at <= 1.0:
             raise ValueError(f"lr_decay_at must be in (0, 1], got {self.lr_decay_at}")
+        self._validate_augment()
+
+    def _validate_augment(self) -> None:
+        for name, top in (
+            ("augment_prob", 1.0),
+            ("augment_brightness", 1.0),
+            ("augment_contrast", 1.0),
+            ("augment_saturation", 1.0),
+            ("augment_hue", 0.5),
+            ("augment_greyscale", 1.0),
+            ("augment_invert", 1.0),
+        ):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise ValueError(f"{name} must be a number in [0, {top}], got {value!r}")
+            if not 0.0 <= value <= top:
+                raise ValueError(f"{name} must be in [0, {top}], got {value}")
+        if not isinstance(self.augment_hflip, bool):
+            raise ValueError(f"augment_hflip must be true or false, got {self.augment_hflip!r}")

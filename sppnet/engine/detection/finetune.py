@@ -21,6 +21,7 @@ from torch import Tensor, nn
 from torch.utils.data import Dataset
 
 from sppnet.config import TrainingConfig
+from sppnet.data.augment import AugmentConfig, Compose, build_augment
 from sppnet.engine.detection.cache import FeatureCache
 from sppnet.engine.detection.data import DetectionSet
 from sppnet.engine.detection.stage_log import StageLog
@@ -33,6 +34,8 @@ from sppnet.models.heads import SoftmaxHead
 from sppnet.models.sampling import WindowSampling
 
 __all__ = [
+    "augmented_batch",
+    "batch_augment",
     "finetune_end_to_end",
     "finetune_fc",
     "trunk_parameters",
@@ -259,6 +262,46 @@ def trunk_parameters(detector: SPPNetDetector, frozen_prefix: int) -> list[nn.Pa
     return params
 
 
+def batch_augment(cfg: TrainingConfig) -> Compose | None:
+    """The photometric augmentation of end-to-end batches the config asks for (its
+    ``augment_*`` fields), or None when ``augment_prob`` is 0."""
+    if cfg.augment_prob == 0:
+        return None
+    return build_augment(
+        AugmentConfig(
+            brightness=cfg.augment_brightness,
+            contrast=cfg.augment_contrast,
+            saturation=cfg.augment_saturation,
+            hue=cfg.augment_hue,
+            greyscale=cfg.augment_greyscale,
+            invert=cfg.augment_invert,
+            horizontal_flip=cfg.augment_hflip,
+        )
+    )
+
+
+def augmented_batch(
+    data: DetectionSet, batch: Sequence[int], augment: Compose, device: torch.device
+) -> tuple[list[Tensor], list[Tensor], list[dict[str, Tensor]]]:
+    """``(images, proposals, targets)`` of ``batch`` with each image augmented, drawing from the
+    global torch RNG (which the Trainer seeds per step, so a resumed run draws the same).
+
+    A flip (``augment_hflip``) mirrors an image's proposals and ground-truth boxes with it:
+    both go through the transform as one box tensor so they share the draw.
+    """
+    images, props, targets = [], [], []
+    for i in batch:
+        boxes, labels = data.positives(i)
+        proposals = data.proposals[i]
+        image, moved = augment(
+            data.image(i), torch.cat([boxes, proposals]), torch.default_generator
+        )
+        images.append(image.to(device))
+        targets.append({"boxes": moved[: len(boxes)].to(device), "labels": labels.to(device)})
+        props.append(moved[len(boxes) :].to(device))
+    return images, props, targets
+
+
 def finetune_end_to_end(
     detector: SPPNetDetector,
     data: DetectionSet,
@@ -277,6 +320,10 @@ def finetune_end_to_end(
     first ``trunk_frozen_prefix`` (``lr_e2e_trunk``). Checkpoints go to ``output_dir/end_to_end``.
     The frozen blocks' output comes from ``trunk_cache`` (by default a new one, when
     ``cfg.trunk_cache_mb`` allows; see :mod:`sppnet.engine.prefix_cache`).
+
+    With ``cfg.augment_prob`` > 0, each step draws (after its scale) whether its batch is
+    augmented photometrically (:func:`batch_augment`); an augmented batch is computed from its
+    augmented images, bypassing ``trunk_cache``. The stage log counts the augmented steps.
     """
     if not isinstance(detector.box_predictor, SoftmaxHead):
         raise TypeError("finetune_end_to_end needs the softmax head (fc8) as box_predictor")
@@ -286,13 +333,20 @@ def finetune_end_to_end(
         trunk_cache, cache_note = trunk_prefix_cache(detector, data, cfg)
     else:
         cache_note = "on"
+    augment = batch_augment(cfg)
+    augmented_steps = [0]
 
     def step(model: nn.Module, batch: list[int]) -> dict[str, Tensor]:
         props = [data.proposals[i].to(device) for i in batch]
         targets = _targets(data, batch, device)
         scales = cfg.train_scales or detector.config.scales
         scale = scales[int(torch.randint(len(scales), (1,)))] if len(scales) > 1 else scales[0]
-        if trunk_cache is None:
+        # No draw at all when augmentation is off: the RNG stream stays the one of before.
+        if augment is not None and float(torch.rand(())) < cfg.augment_prob:
+            images, props, targets = augmented_batch(data, batch, augment, device)
+            feats = detector.compute_features(images, [scale])
+            augmented_steps[0] += 1
+        elif trunk_cache is None:
             images = [data.image(i).to(device) for i in batch]
             feats = detector.compute_features(images, [scale])
         else:
@@ -317,6 +371,8 @@ def finetune_end_to_end(
     )
     log.info["trunk_parameters"] = sum(p.numel() for p in trunk)
     log.info["trunk_cache"] = cache_note
+    if augment is not None:
+        log.info["augmented_steps"] = augmented_steps[0]
     if trunk_cache is not None:
         log.info["trunk_cache"] = (
             f"{len(trunk_cache)} entries, {trunk_cache.nbytes / 2**20:.0f} MiB, "
