@@ -128,8 +128,9 @@ def run(args: argparse.Namespace) -> int:
                     else "use --short-side to enlarge it"
                 )
                 raise ValueError(
-                    f"{spec}: {height}x{width} px resizes to {x.shape[-2]}x{x.shape[-1]} px, "
-                    f"below {backbone.name}'s minimum side of {backbone.min_input_size} px; {hint}"
+                    f"{spec}: {x.shape[-2]}x{x.shape[-1]} px is below {backbone.name}'s minimum "
+                    f"side of {backbone.min_input_size} px ({height}x{width} px in the file); "
+                    f"{hint}"
                 )
             with torch.no_grad():
                 logits = model([backbone.normalize(x).to(device)])

@@ -38,8 +38,9 @@ def test_slivers_are_refused_by_name_and_the_others_classified(
     assert time.perf_counter() - start < 30.0
     assert status == 1
     err = capsys.readouterr().err
-    assert "sliver.png: 3x20000 px resizes to 1x1000 px" in err and "too extreme" in err
-    assert "tall.png: 20000x3 px resizes to 1000x1 px" in err
+    assert "sliver.png: 1x1000 px is below mobilenet_v2's minimum side of 32 px" in err
+    assert "(3x20000 px in the file); its aspect ratio is too extreme" in err
+    assert "tall.png: 1000x1 px is below" in err and "(20000x3 px in the file)" in err
     (result,) = json.loads(report.read_text())["images"]
     assert result["image"] == str(paths["dot"]) and result["input_size"] == [224, 224]
     assert len(result["top"]) == 2
