@@ -63,13 +63,21 @@ def _resize(image: Tensor, height: int, width: int) -> Tensor:
     return x[0]
 
 
-def resize_shorter_side(image: Tensor, size: int) -> Tensor:
+#: Default cap on the longer side after :func:`resize_shorter_side` (torchvision's detection
+#: transform uses the same 1333), so a 20000 x 3 sliver cannot become a 1.7-gigapixel image.
+MAX_SIZE = 1333
+
+
+def resize_shorter_side(image: Tensor, size: int, max_size: int = MAX_SIZE) -> Tensor:
     """Resize ``image`` (Tensor[3, H, W] uint8 or float in 0..255) so its shorter side is
-    ``size``, keeping the aspect ratio (longer side rounded); returns float32 in [0, 1]."""
-    if not isinstance(size, int) or size < 1:
-        raise ValueError(f"resize_shorter_side: size must be a positive int, got {size!r}")
+    ``size``, keeping the aspect ratio (longer side rounded), unless that would make the longer
+    side exceed ``max_size``: then the longer side becomes ``max_size`` (the shorter one less than
+    ``size``). Returns float32 in [0, 1]."""
+    for name, value in (("size", size), ("max_size", max_size)):
+        if not isinstance(value, int) or value < 1:
+            raise ValueError(f"resize_shorter_side: {name} must be a positive int, got {value!r}")
     height, width = image.shape[-2:]
-    scale = size / min(height, width)
+    scale = min(size / min(height, width), max_size / max(height, width))
     new = (max(1, round(height * scale)), max(1, round(width * scale)))
     return (_resize(image, *new) / 255.0).clamp_(0.0, 1.0)
 
@@ -86,8 +94,15 @@ def random_square_crops(images: Sequence[Tensor], size: int) -> Tensor:
         Tensor[N, 3, size, size] float32 in [0, 1].
     """
     crops = []
+    resize_to = round(size * 8 / 7)
     for image in images:
-        resized = resize_shorter_side(image, round(size * 8 / 7))
+        height, width = image.shape[-2:]
+        if max(height, width) * resize_to / min(height, width) > MAX_SIZE:
+            # A very elongated image: take the random square from the original and resize only
+            # it, rather than resizing the whole image to an unbounded longer side first.
+            crops.append(_random_square_of_original(image, size, resize_to))
+            continue
+        resized = resize_shorter_side(image, resize_to)
         height, width = resized.shape[-2:]
         top = int(torch.randint(height - size + 1, ()))
         left = int(torch.randint(width - size + 1, ()))
@@ -96,3 +111,18 @@ def random_square_crops(images: Sequence[Tensor], size: int) -> Tensor:
             crop = crop.flip(-1)
         crops.append(crop)
     return torch.stack(crops)
+
+
+def _random_square_of_original(image: Tensor, size: int, resize_to: int) -> Tensor:
+    """The view :func:`random_square_crops` would take, cut from the original image: a random
+    square of side ``min(H, W) * size / resize_to`` (at least 1 px), resized to ``size``."""
+    height, width = image.shape[-2:]
+    side = max(1, round(min(height, width) * size / resize_to))
+    top = int(torch.randint(height - side + 1, ()))
+    left = int(torch.randint(width - side + 1, ()))
+    crop = (_resize(image[:, top : top + side, left : left + side], size, size) / 255.0).clamp_(
+        0.0, 1.0
+    )
+    if bool(torch.rand(()) < 0.5):
+        crop = crop.flip(-1)
+    return crop
