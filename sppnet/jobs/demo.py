@@ -34,6 +34,7 @@ from __future__ import annotations
 import copy
 import math
 import os
+import shutil
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -83,6 +84,32 @@ class DemoResult:
     report: dict[str, Any]
     table: str
     variants: dict[str, Any] = field(default_factory=dict)
+
+
+def _ensure_demo_data(config: ExperimentConfig, out: Path) -> None:
+    """Build the demo dataset at ``data.root`` with the ``data.demo`` options, reusing one built
+    with the same options. One built with other options (an earlier default, say) is rebuilt, and
+    the job's own proposal cache with it: the cache is keyed by image id, and the ids then name
+    other images. A proposal cache elsewhere is the user's: then it is an error instead."""
+    from sppnet.data.demo import make_demo_dataset
+
+    root = Path(config.data["root"])
+    options = config.data.get("demo", {})
+    try:
+        summary = make_demo_dataset(root, reuse=True, **options)
+    except FileExistsError:
+        summary = make_demo_dataset(root, overwrite=True, **options)
+    if summary["reused"]:
+        return
+    proposals = Path(config.data["proposals_dir"])
+    if proposals.exists() and any(proposals.iterdir()):
+        if proposals.resolve() != (out / "proposals").resolve():
+            raise FileExistsError(
+                f"{root} was (re)built, but the proposal cache {proposals} holds proposals of "
+                "the images that had these ids before; remove it or point data.proposals_dir "
+                "elsewhere"
+            )
+        shutil.rmtree(proposals)
 
 
 def demo_config(
@@ -183,8 +210,6 @@ def run_demo(
     """Run the job (see the module docstring) and write its outputs to ``out``: training on
     ``device`` (default: the GPU if there is one), evaluation under autocast ``amp`` (training's
     mixed precision is the config's ``train.amp``)."""
-    from sppnet.data.demo import make_demo_dataset
-
     machine = {
         "cpus": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
@@ -193,9 +218,7 @@ def run_demo(
     t_all = time.perf_counter()
     stages = _Stages()
 
-    root = Path(config.data["root"])
-    if not (root / "demo.json").is_file():
-        make_demo_dataset(root, overwrite=root.exists(), **config.data.get("demo", {}))
+    _ensure_demo_data(config, out)
     stages.done("dataset")
 
     train = load_split(config, config.data["train_split"], workers=workers, progress=progress)
