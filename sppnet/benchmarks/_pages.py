@@ -65,25 +65,27 @@ def set_pages(pages: str) -> None:
     seen = fresh_fault_fraction()
     if (pages == "fresh" and seen < 0.9) or (pages == "reused" and seen > 0.1):
         raise RuntimeError(
-            f"pages={pages!r} did not take effect: a reallocated {_PROBE_BYTES >> 20} MiB tensor "
-            f"faulted {seen:.0%} of its pages again (is another malloc preloaded?)"
+            f"pages={pages!r} did not take effect: a {_PROBE_BYTES >> 21} MiB tensor allocated "
+            f"after freeing {_PROBE_BYTES >> 20} MiB faulted {seen:.0%} of its pages "
+            "(another malloc preloaded?)"
         )
 
 
-def fresh_fault_fraction(cycles: int = 8) -> float:
-    """Allocate, write and free an 8 MiB tensor ``cycles`` times; the smallest fraction of its
-    pages that a later cycle faulted in again (about 1 with fresh pages, 0 with reused ones).
+def fresh_fault_fraction(cycles: int = 4) -> float:
+    """The smallest fraction, over ``cycles`` tries, of a 4 MiB tensor's pages that writing it
+    faulted in right after an 8 MiB tensor was written and freed (about 1 with fresh pages, 0
+    with reused ones).
 
-    Not the second cycle alone: torch allocates with a 64-byte alignment, so glibc's
-    ``posix_memalign`` asks for a little more than the chunk just freed and takes it from
-    further up the heap, until neighbouring free chunks have merged (a few cycles)."""
+    Smaller than the freed one: torch allocates with a 64-byte alignment, so a tensor of the
+    same size asks ``posix_memalign`` for a little more than the chunk just freed and, when a
+    small allocation sits after that chunk, gets memory from further up the heap."""
     import torch  # here, so that the CLI's choices import nothing heavy
 
-    elements = _PROBE_BYTES // 4
     fractions = []
     for _ in range(cycles):
+        torch.empty(_PROBE_BYTES // 4).fill_(1.0)
         before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-        torch.empty(elements).fill_(1.0)
+        torch.empty(_PROBE_BYTES // 8).fill_(1.0)
         faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
-        fractions.append(faults / (_PROBE_BYTES / _PAGE))
-    return min(fractions[1:])
+        fractions.append(faults / (_PROBE_BYTES / 2 / _PAGE))
+    return min(fractions)

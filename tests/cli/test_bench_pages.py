@@ -1,7 +1,7 @@
 """``sppnet.benchmarks._pages``: the allocator policy of ``sppnet bench ops`` takes effect.
 
 Each policy is set in a child process (it lasts for the process's life), which reports the
-fraction of an 8 MiB tensor's pages faulted in again when it is allocated anew."""
+fraction of a 4 MiB tensor's pages faulted when it is allocated after an 8 MiB one was freed."""
 
 from __future__ import annotations
 
