@@ -22,16 +22,25 @@ search's boxes.
 
 Also reported: the bytes the op must read at least (the map once plus the boxes), the bytes of
 its output, the time to allocate a fresh output-sized tensor and write it once (``torch.empty``
-+ ``fill_``, timed in the same rounds: a floor for any op that returns a new tensor of that size,
-mostly page faults on CPU) and the loop's speed-up that floor would give, and the peak memory
++ ``fill_``, timed in the same rounds: a floor for any op that returns a new tensor of that size)
+and the loop's speed-up that floor would give, the median page faults of one run of ``ours``
+forward and of the floor, and the peak memory
 allocated during one forward pass of ``ours`` and of ``roi_pool``-per-level, output included (CPU:
 from the profiler's memory events, which see torch's allocations only, not numba's per-thread
 scratch of a few hundred KB; CUDA: the allocator's peak).
+
+On the CPU the floor and the op are mostly page faults when the output's memory is new, and a few
+ms when malloc hands back memory already faulted in; which one happens depends on glibc's dynamic
+thresholds and on what ran before (see :mod:`sppnet.benchmarks._pages`). ``pages`` fixes it for
+the whole run, every method alike: ``"fresh"`` (the default: each large tensor gets new pages),
+``"reused"`` (freed memory is kept and taken back) or ``"default"`` (glibc's own policy).
 """
 
 from __future__ import annotations
 
 import math
+import resource
+import statistics
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -41,6 +50,7 @@ import torch.nn.functional as F
 import torchvision
 from torch import Tensor
 
+from sppnet.benchmarks._pages import set_pages
 from sppnet.benchmarks._timing import interleaved_medians
 from sppnet.ops import roi_spp
 from sppnet.ops._bins import paper_window
@@ -75,12 +85,15 @@ ROW_KEYS = (
     "forward_backward_speedup_vs_ours_torch",
     "output_alloc_touch_ms",
     "floor_speedup_vs_loop",
+    "ours_forward_page_faults",
+    "output_alloc_touch_page_faults",
 )
 
 
 @dataclass(frozen=True)
 class OpsBenchSettings:
-    """What to measure. ``loop_max_regions`` skips the loop above that K (None: never)."""
+    """What to measure. ``loop_max_regions`` skips the loop above that K (None: never);
+    ``pages`` is the allocator policy of the whole run (CPU; see the module doc)."""
 
     regions: Sequence[int] = (300, 2000, 8000)
     channels: Sequence[int] = (256, 512)
@@ -90,6 +103,7 @@ class OpsBenchSettings:
     loop_max_regions: int | None = None
     device: str = "cpu"
     seed: int = 0
+    pages: str = "fresh"
 
     @classmethod
     def quick(cls) -> OpsBenchSettings:
@@ -216,6 +230,8 @@ class OpsRow:
     forward_backward_speedup_vs_ours_torch: float
     output_alloc_touch_ms: float
     floor_speedup_vs_loop: float | None
+    ours_forward_page_faults: int
+    output_alloc_touch_page_faults: int
 
 
 def measure(
@@ -236,7 +252,11 @@ def measure(
         "torch_fb": _forward_backward(_ours_torch, x, boxes, levels),
         "tv_fb": _forward_backward(_roi_pool_per_level, x, boxes, levels),
     }
+    faults: dict[str, list[int]] = {"ours_f": [], "floor": []}
+    for name, runs in faults.items():
+        methods[name] = _counting_faults(methods[name], runs)
     ms = _interleaved_medians_ms(methods, settings.repeats, device)
+    timed_faults = {name: _median_int(runs[-settings.repeats :]) for name, runs in faults.items()}
     ours_f, tv_f, ours_fb, tv_fb = ms["ours_f"], ms["tv_f"], ms["ours_fb"], ms["tv_fb"]
     loop_f = loop_fb = None
     if settings.loop_max_regions is None or regions <= settings.loop_max_regions:
@@ -272,13 +292,33 @@ def measure(
         forward_backward_speedup_vs_ours_torch=ms["torch_fb"] / ours_fb,
         output_alloc_touch_ms=ms["floor"],
         floor_speedup_vs_loop=None if loop_f is None else loop_f / ms["floor"],
+        ours_forward_page_faults=timed_faults["ours_f"],
+        output_alloc_touch_page_faults=timed_faults["floor"],
     )
+
+
+def _counting_faults(fn: Callable[[], Any], runs: list[int]) -> Callable[[], Any]:
+    """``fn``, appending the minor page faults of each call (the whole process's) to ``runs``."""
+
+    def counted() -> Any:
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+        result = fn()
+        runs.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+        return result
+
+    return counted
+
+
+def _median_int(values: list[int]) -> int:
+    return int(statistics.median(values))
 
 
 def run_benchmark(
     settings: OpsBenchSettings, progress: Callable[[str], None] | None = None
 ) -> dict[str, Any]:
     """Every configuration of ``settings``; returns ``{"settings": ..., "rows": [...]}``."""
+    if settings.device == "cpu":
+        set_pages(settings.pages)
     rows = []
     for channels in settings.channels:
         for levels in settings.levels:
@@ -314,9 +354,9 @@ def format_table(result: dict[str, Any]) -> str:
         "| C | levels | K | ours fwd | ours torch fwd | roi_pool fwd | loop fwd | ours f+b "
         "| ours torch f+b | roi_pool f+b | loop f+b | fwd x roi_pool | f+b x roi_pool "
         "| fwd x loop | f+b x loop | out alloc+touch | floor x loop | min read MB | out MB "
-        "| ours peak MB | roi_pool peak MB |"
+        "| ours peak MB | roi_pool peak MB | ours fwd faults | floor faults |"
     )
-    lines = [head, "|" + "---|" * 21]
+    lines = [head, "|" + "---|" * 23]
     for r in result["rows"]:
         levels = "(" + ",".join(str(n) for n in r["levels"]) + ")"
         cells = [
@@ -341,6 +381,8 @@ def format_table(result: dict[str, Any]) -> str:
             _fmt(r["output_mb"], 1),
             _fmt(r["ours_peak_mb"], 0),
             _fmt(r["roi_pool_peak_mb"], 0),
+            str(r["ours_forward_page_faults"]),
+            str(r["output_alloc_touch_page_faults"]),
         ]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)

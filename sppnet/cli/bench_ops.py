@@ -5,6 +5,10 @@ and docs/ops.md): forward and forward+backward medians in ms for ``roi_spp``, ``
 once per level, and a Python loop of ``adaptive_max_pool2d`` over regions; the speed-ups; the
 bytes the op must read at least, its output size and its peak memory.
 
+``--pages fresh|reused|default`` fixes where large CPU tensors get their memory for the whole run
+(new pages, which the floor and the op then pay in page faults, or memory freed earlier; see
+``sppnet.benchmarks._pages``); ``fresh`` by default.
+
 ``--json PATH`` writes ``{"settings": ..., "rows": [...]}`` with the row keys listed in
 ``sppnet.benchmarks.ops.ROW_KEYS`` (documented in docs/ops.md). ``--quick`` runs a sub-minute
 version (K = 300, C = 256).
@@ -29,6 +33,8 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
+from sppnet.benchmarks._pages import PAGES
+
 COMMAND = ("bench", "ops")
 HELP = "roi_spp vs roi_pool per level vs a per-region adaptive_max_pool2d loop, side by side"
 
@@ -49,6 +55,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--device", default="cpu", help="torch device (cpu)")
     parser.add_argument("--threads", type=int, help="torch threads (default: torch's)")
+    parser.add_argument(
+        "--pages",
+        choices=PAGES,
+        help="CPU allocator policy of the run: every large tensor on new pages (fresh, the "
+        "default), freed memory taken back (reused), or glibc's own (default)",
+    )
     parser.add_argument("--json", type=Path, metavar="PATH", help="also write the figures here")
 
 
@@ -65,6 +77,7 @@ def run(args: argparse.Namespace) -> int:
         "repeats": args.repeats,
         "loop_repeats": args.loop_repeats,
         "loop_max_regions": args.loop_max_regions,
+        "pages": args.pages,
     }
     if args.levels:
         try:
@@ -84,7 +97,11 @@ def run(args: argparse.Namespace) -> int:
     print(
         f"\ntorch threads: {torch.get_num_threads()}, device: {settings.device}, "
         f"ours = backend {ours!r}, ours torch = backend 'torch'; times in ms"
-        + (" (CUDA events)" if settings.device.startswith("cuda") else "")
+        + (
+            " (CUDA events)"
+            if settings.device.startswith("cuda")
+            else f", pages {settings.pages!r}"
+        )
     )
     print(format_table(result))
     if args.json is not None:

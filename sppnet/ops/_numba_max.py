@@ -5,7 +5,8 @@ Per region and per block of channels, each bin of the finest level read from the
 cell by cell in row-major order (rows, then columns: no index arithmetic per cell), the channel
 loop innermost and vectorised, the running maximum (and arg-max) updated in place in a scratch
 row of ``block`` channels; coarser levels that nest in a finer one are merged from its bins; the
-block is then written, transposed, straight into its final ``(C, n, n)`` place of the output.
+block is then written, transposed (8 x 8 tiles by SIMD shuffles, :mod:`._numba_transpose`),
+straight into its final ``(C, n, n)`` place of the output.
 
 Channel blocks are the outer loop, regions the inner one, so one block of the map (``H * W *
 block`` values, about 0.5 MB for a conv5 map and 64 channels) stays in the core's cache while all
@@ -21,6 +22,8 @@ from __future__ import annotations
 
 import numpy as np
 from numba import njit
+
+from sppnet.ops._numba_transpose import TILE, transpose8
 
 _OPTIONS = {"cache": True, "nogil": True, "error_model": "numpy"}
 
@@ -169,15 +172,22 @@ def _merge(bv, bi, b, first, f, m, block, with_arg, nan_aware):
 @njit(inline="always")
 def _write_block(out, k, buf, c_lo, cb, channels, lev_n, lev_bin, occ_lev, occ_bin):
     """Channels ``c_lo .. c_lo + cb`` of the scratch bins ``buf`` [B', block] into row ``k`` of
-    ``out`` in (C, n, n) blocks, every occurrence of every level."""
+    ``out`` in (C, n, n) blocks, every occurrence of every level: 8 x 8 tiles of (bins,
+    channels) by SIMD shuffles, the bins and channels past the last whole tile one by one."""
     row = out[k]
+    flat = buf.reshape(-1)
+    pitch = buf.shape[1]
     for o in range(occ_lev.shape[0]):
         lv = occ_lev[o]
         n2 = lev_n[lv] * lev_n[lv]
         base = lev_bin[lv]
         col = occ_bin[o] * channels + c_lo * n2
-        dst = row[col : col + cb * n2].reshape((cb, n2))
-        src = buf[base : base + n2]
+        bins8 = n2 - n2 % TILE
+        chans8 = cb - cb % TILE
+        for c0 in range(0, chans8, TILE):
+            for t0 in range(0, bins8, TILE):
+                transpose8(row, col + c0 * n2 + t0, n2, flat, (base + t0) * pitch + c0, pitch)
         for ch in range(cb):
-            for t in range(n2):
-                dst[ch, t] = src[t, ch]
+            first = bins8 if ch < chans8 else 0
+            for t in range(first, n2):
+                row[col + ch * n2 + t] = buf[base + t, ch]

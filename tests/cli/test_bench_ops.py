@@ -12,7 +12,7 @@ from sppnet.cli.main import main
 
 def test_run_benchmark_rows():
     settings = OpsBenchSettings(
-        regions=(12,), channels=(4,), levels=((2, 1),), repeats=1, loop_repeats=1
+        regions=(12,), channels=(4,), levels=((2, 1),), repeats=1, loop_repeats=1, pages="default"
     )
     result = run_benchmark(settings)
     (row,) = result["rows"]
@@ -26,6 +26,7 @@ def test_run_benchmark_rows():
 def test_cli_writes_json(tmp_path):
     out = tmp_path / "bench.json"
     args = ["bench", "ops", "--regions", "8", "--channels", "2", "--levels", "1", "--repeats", "1"]
+    args += ["--pages", "default"]  # leave the test process's malloc alone
     assert main([*args, "--loop-max-regions", "4", "--json", str(out)]) == 0
     (row,) = json.loads(out.read_text())["rows"]
     assert row["levels"] == [1] and row["loop_forward_ms"] is None

@@ -10,7 +10,7 @@ from test_roi_spp_numba import assert_identical, both_backends
 
 from sppnet.benchmarks.ops import proposals
 from sppnet.ops import _numba_max, roi_spp
-from sppnet.ops._roi_spp_numba import argmax_dtype
+from sppnet.ops._roi_spp_numba import _holds_nan, argmax_dtype
 
 
 @pytest.mark.parametrize(
@@ -85,3 +85,20 @@ def test_no_regions_with_gradient():
     assert out.shape == (0, 300 * 50)
     out.sum().backward()
     assert torch.equal(x.grad, torch.zeros_like(x))
+
+
+def test_holds_nan_is_exact():
+    """The sum shortcut: +Inf and -Inf (a NaN sum) or an overflowing sum hold no NaN."""
+    x = torch.randn(1, 4, 5, 6, generator=torch.Generator().manual_seed(9))
+    assert not _holds_nan(x)
+    infs = x.clone()
+    infs[0, 1, 2, 3], infs[0, 2, 0, 0] = float("inf"), float("-inf")
+    assert bool(infs.sum().isnan()) and not _holds_nan(infs)
+    assert not _holds_nan(torch.full((1, 2, 3, 3), 3e38))  # the float32 sum overflows to +Inf
+    nan = x.clone()
+    nan[0, 3, 4, 5] = float("nan")
+    assert _holds_nan(nan) and _holds_nan(nan.double())
+    boxes = torch.tensor([[0, 0.0, 0.0, 95.0, 79.0], [0, 16.0, 16.0, 40.0, 60.0]])
+    for levels in ((6, 3, 2, 1), (2,)):  # Inf of both signs, no NaN: the plain compares
+        want = roi_spp(infs, boxes, levels, 1 / 16, backend="torch")
+        assert_identical(roi_spp(infs, boxes, levels, 1 / 16, backend="numba"), want)
