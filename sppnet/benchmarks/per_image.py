@@ -4,10 +4,13 @@
 Faster R-CNN and SSDlite propose inside the network. :func:`per_image_table` times, in one
 process and one run (medians after a warm-up), per 500 x 375 image at one scale:
 
-- for each :class:`ProposalChoice` (selective-search mode, processes per image): proposals alone,
-  detection alone on those proposals, and both in turn (the *total*, timed as one call, which is
-  what one ``sppnet detect IMAGE`` pays after loading the model);
-- the same choice **streamed**: ``stream_images`` copies of the image through
+- for each :class:`ProposalChoice` (selective-search mode, processes per image, overlapped or
+  not, bf16 fc layers or not, window cap): proposals alone, detection alone on those proposals,
+  and both (the *total*, timed as one call, which is what one ``sppnet detect IMAGE`` pays after
+  loading the model): in turn, or **overlapped** (:class:`OverlappedDetector`: the proposals in
+  a thread while the trunk runs). Each of the three is timed interleaved across the choices
+  (round after round), so that a shared machine's changing load hits them alike;
+- the choices of ``streamed``: ``stream_images`` copies of the image through
   :class:`~sppnet.proposals.stream.ImagePrefetcher` with one worker process, so that proposals
   of image ``i + 1`` overlap detection of image ``i`` (seconds per image = wall time / images,
   the first image excluded);
@@ -21,18 +24,21 @@ at its first scale. See docs/speed.md for a run.
 
 from __future__ import annotations
 
+import contextlib
 import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from sppnet.benchmarks._timing import machine_info, median_seconds
+from sppnet.benchmarks._timing import interleaved_medians, machine_info, median_seconds
 from sppnet.benchmarks.detect_settings import benchmark_image
+from sppnet.inference.overlap import OverlappedDetector, detect_windows
 from sppnet.models.detector import SPPNetDetector
 from sppnet.models.fuse import fuse_for_inference
 from sppnet.proposals.limits import LimitedProposals
@@ -45,14 +51,27 @@ SCHEMA = "sppnet.bench.per_image/1"
 
 @dataclass(frozen=True)
 class ProposalChoice:
-    """A selective-search setting of the table: ``mode`` and processes per image."""
+    """A setting of the table: selective-search ``mode``, processes per image, ``overlap``
+    (the proposals in a thread while the trunk runs, :class:`OverlappedDetector`), ``fc_amp``
+    (``"bf16"``: autocast of the fc layers, :func:`detect_windows`) and the window cap
+    ``max_proposals`` (``None``: the table's)."""
 
     mode: str
     processes: int = 1
+    overlap: bool = False
+    fc_amp: str = "off"
+    max_proposals: int | None = None
 
     @property
     def name(self) -> str:
-        return f"{self.mode}, {self.processes} process" + ("es" if self.processes > 1 else "")
+        name = f"{self.mode}, {self.processes} process" + ("es" if self.processes > 1 else "")
+        if self.overlap:
+            name += ", overlapped"
+        if self.fc_amp != "off":
+            name += f", {self.fc_amp} fc"
+        if self.max_proposals is not None:
+            name += f", <= {self.max_proposals} windows"
+        return name
 
 
 @dataclass(frozen=True)
@@ -64,6 +83,7 @@ class PerImageSettings:
         choices: the proposal settings, each a row (and a streamed row).
         max_proposals: windows per image at most (as ``sppnet detect``).
         repeats, warmup: timed runs (the median) and untimed runs before them.
+        streamed: the choices also streamed (their ``overlap`` is not used).
         stream_images: images per streamed run (0: no streamed rows).
         torchvision: the torchvision builders timed beside.
         target_s: the per-image target (issue 17: 0.35 s on 2 cores at 1 scale).
@@ -72,10 +92,14 @@ class PerImageSettings:
     image_size: tuple[int, int] = (375, 500)
     choices: tuple[ProposalChoice, ...] = (
         ProposalChoice("fast"),
-        ProposalChoice("fast_split", 2),
         ProposalChoice("lite"),
-        ProposalChoice("lite", 2),
+        ProposalChoice("lite", overlap=True),
+        ProposalChoice("lite", overlap=True, fc_amp="bf16"),
+        ProposalChoice("lite", 2, overlap=True, fc_amp="bf16"),
+        ProposalChoice("lite", overlap=True, fc_amp="bf16", max_proposals=1000),
+        ProposalChoice("lite_sf", overlap=True, fc_amp="bf16"),
     )
+    streamed: tuple[ProposalChoice, ...] = (ProposalChoice("lite", fc_amp="bf16"),)
     max_proposals: int = 2000
     repeats: int = 5
     warmup: int = 1
@@ -90,11 +114,23 @@ class PerImageSettings:
 def _source(choice: ProposalChoice, max_proposals: int) -> LimitedProposals:
     mode: Any = choice.mode
     search = SelectiveSearch(mode=mode, max_proposals=None, workers=choice.processes)
-    return LimitedProposals(search, 0.0, 8.0, max_proposals)
+    cap = max_proposals if choice.max_proposals is None else choice.max_proposals
+    return LimitedProposals(search, 0.0, 8.0, cap)
+
+
+def _detect(model: SPPNetDetector, image: Tensor, boxes: Tensor, fc_amp: str) -> Any:
+    """``model([image], [boxes])``, the fc layers under ``fc_amp``."""
+    return detect_windows(model, model.compute_features([image]), boxes, fc_amp)
+
+
+def _interleaved(
+    methods: dict[str, Callable[[], Any]], settings: PerImageSettings
+) -> dict[str, float]:
+    return interleaved_medians(methods, settings.repeats, warmup=settings.warmup)
 
 
 def _streamed_seconds(
-    detector: SPPNetDetector, source: LimitedProposals, image: Tensor, count: int
+    detector: SPPNetDetector, source: LimitedProposals, image: Tensor, count: int, fc_amp: str
 ) -> float:
     """Seconds per image of ``count`` copies streamed through one prefetching worker (the first
     image, which waits for the worker's first proposals, excluded)."""
@@ -107,12 +143,12 @@ def _streamed_seconds(
         Image.fromarray(image.permute(1, 2, 0).numpy()).save(path)
         with ImagePrefetcher(source, workers=1, ahead=2) as prefetcher:
             for item in prefetcher.iterate([path]):  # the worker's start-up, untimed
-                detector([item.image], [item.proposals])
+                _detect(detector, item.image, item.proposals, fc_amp)
             start = 0.0
             for index, item in enumerate(prefetcher.iterate([path] * count)):
                 if item.error is not None:
                     raise RuntimeError(item.error)
-                detector([item.image], [item.proposals])
+                _detect(detector, item.image, item.proposals, fc_amp)
                 if index == 0:
                     start = time.perf_counter()
             return (time.perf_counter() - start) / max(count - 1, 1)
@@ -157,26 +193,72 @@ def per_image_table(
         "rows": [],
     }
 
+    choices = settings.choices
+    sources = {choice.name: _source(choice, settings.max_proposals) for choice in choices}
+    boxes = {name: source(image, "benchmark") for name, source in sources.items()}
+    with contextlib.ExitStack() as stack:
+        overlapped = {
+            choice.name: stack.enter_context(
+                OverlappedDetector(model, sources[choice.name], fc_amp=choice.fc_amp)
+            )
+            for choice in choices
+            if choice.overlap
+        }
+
+        def total(choice: ProposalChoice) -> Any:
+            if choice.overlap:
+                return overlapped[choice.name](image, "benchmark")
+            return _detect(model, image, sources[choice.name](image, "benchmark"), choice.fc_amp)
+
+        # Each measurement interleaved across the choices: the load of a shared machine hits
+        # them alike.
+        log(f"per image: {len(choices)} choices, proposals alone ...")
+        proposals_s = _interleaved(
+            {c.name: partial(sources[c.name], image, "benchmark") for c in choices}, settings
+        )
+        log("per image: detection alone ...")
+        detect_s = _interleaved(
+            {c.name: partial(_detect, model, image, boxes[c.name], c.fc_amp) for c in choices},
+            settings,
+        )
+        log("per image: proposals and detection ...")
+        total_s = _interleaved({c.name: partial(total, c) for c in choices}, settings)
+    for choice in choices:
+        name = choice.name
+        result["rows"].append(
+            _row(
+                name,
+                "sppnet",
+                proposals_s[name],
+                detect_s[name],
+                total_s[name],
+                len(boxes[name]),
+                settings,
+            )
+        )
+    if settings.stream_images > 1:
+        for choice in settings.streamed:
+            log(f"per image: {choice.name}, streamed ...")
+            source = _source(choice, settings.max_proposals)
+            streamed = _streamed_seconds(
+                model, source, image, settings.stream_images, choice.fc_amp
+            )
+            windows = len(source(image, "benchmark"))
+            result["rows"].append(
+                _row(
+                    f"{choice.name}, streamed (1 worker)",
+                    "sppnet_streamed",
+                    None,
+                    None,
+                    streamed,
+                    windows,
+                    settings,
+                )
+            )
+
     def timed(fn: Callable[[], Any]) -> float:
         return median_seconds(fn, settings.repeats, settings.warmup)
 
-    for choice in settings.choices:
-        log(f"per image: {choice.name} ...")
-        source = _source(choice, settings.max_proposals)
-        boxes = source(image, "benchmark")
-        proposals_s = timed(lambda source=source: source(image, "benchmark"))
-        detect_s = timed(lambda boxes=boxes: model([image], [boxes]))
-        total_s = timed(lambda source=source: model([image], [source(image, "benchmark")]))
-        result["rows"].append(
-            _row(choice.name, "sppnet", proposals_s, detect_s, total_s, len(boxes), settings)
-        )
-        if settings.stream_images > 1:
-            log(f"per image: {choice.name}, streamed ...")
-            streamed = _streamed_seconds(model, source, image, settings.stream_images)
-            name = f"{choice.name}, streamed (1 worker)"
-            result["rows"].append(
-                _row(name, "sppnet_streamed", None, None, streamed, len(boxes), settings)
-            )
     x = image.float() / 255
     for name in settings.torchvision:
         log(f"per image: torchvision {name} ...")

@@ -4,12 +4,18 @@ For each image: selective search proposes windows (``--proposal-mode``), the det
 (conv features once per image and scale, every window SPP-pooled), and the detections are drawn
 onto a copy of the image (``--out``, PNG or JPEG, any image size) and printed, or written as JSON.
 
-Images are files or folders (their image files, not recursive). They stream through
-:func:`sppnet.proposals.stream.prepare_images`: ``--workers`` processes decode images and compute
-their proposals ahead of the model (at most ``--ahead`` images in flight), so the proposals of
-the next image overlap the detection of this one; the run ends with images per second. An image
-that cannot be read, or whose aspect ratio is too extreme for the model's ``max_size`` cap, is
-reported with its name and the others go on.
+Images are files or folders (their image files, not recursive). With ``--workers N`` (N >= 1,
+the default for a folder or several files) they stream through
+:class:`sppnet.proposals.stream.ImagePrefetcher`: N processes decode images and compute their
+proposals ahead of the model (at most ``--ahead`` images in flight), so the proposals of the next
+image overlap the detection of this one. With ``--workers 0`` (the default for one image file)
+each image is done in this process by :class:`sppnet.inference.overlap.OverlappedDetector`: its
+proposals in a thread while the conv trunk runs, so one image uses both cores. The run ends with
+images per second. An image that cannot be read, or whose aspect ratio is too extreme for the
+model's ``max_size`` cap, is reported with its name and the others go on.
+
+``--fc-amp`` (default ``auto``: ``bf16`` on a CPU with native bfloat16, AVX512-BF16 or AMX, else
+``off``) runs the fc layers under bfloat16 autocast; the trunk stays float32 (docs/speed.md).
 
 ``--weights`` is a saved detector folder (``SPPNetDetector.save_pretrained`` / ``sppnet train``)
 or ``imagenet``: MobileNetV2's own ImageNet classifier applied to SPP-pooled windows (see
@@ -20,12 +26,16 @@ JSON (``--json PATH``, ``-`` for stdout), schema ``sppnet.detect/1``::
 
     {"schema": "sppnet.detect/1", "weights": str, "score_threshold": float,
      "images": [{"path": str, "height": int, "width": int, "proposals": int,
-                 "seconds": {"proposals": float, "detect": float}, "output": str | null,
+                 "seconds": {"proposals": float, "detect": float[, "total": float]},
+                 "output": str | null,
                  "detections": [{"box": [x1, y1, x2, y2], "label": int, "class": str,
                                  "score": float}, ...]}, ...],
      "errors": [{"path": str, "error": str}, ...],
      "throughput": {"images": int, "wall_seconds": float, "images_per_second": float,
-                    "workers": int, "proposal_mode": str}}
+                    "workers": int, "proposal_mode": str, "fc_amp": str}}
+
+``seconds.detect`` is the detector's own time (trunk, pooling, fc, post-processing); with
+``--workers 0`` the proposals overlap it and ``seconds.total`` is the image's wall time.
 
 Boxes are xyxy in original-image pixels, 0-based, ``x2``/``y2`` exclusive; labels 1..num_classes.
 
@@ -38,6 +48,7 @@ Examples::
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 import time
@@ -94,7 +105,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--scales", type=int, nargs="+", help="test scales instead of the model's")
     parser.add_argument(
         "--proposal-mode",
-        choices=("fast", "fast_split", "lite"),
+        choices=("fast", "fast_split", "lite", "lite_sf"),
         default="lite",
         help="selective search mode (docs/proposals.md; default %(default)s: fast mode without "
         "its texture similarity, the same recall on the demo for a third less CPU)",
@@ -102,9 +113,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--workers",
         type=int,
-        default=1,
-        help="processes computing proposals ahead of the model (0: in this process, in turn; "
-        "default %(default)s)",
+        help="processes computing proposals ahead of the model; 0: in this process, each image's "
+        "proposals in a thread overlapping its conv trunk (default: 0 for one image file, else 1)",
+    )
+    parser.add_argument(
+        "--fc-amp",
+        choices=("auto", "off", "bf16"),
+        default="auto",
+        help="bfloat16 autocast of the fc layers (auto: bf16 on a CPU with native bf16, else off)",
     )
     parser.add_argument(
         "--search-processes",
@@ -181,32 +197,57 @@ def _proposal_source(args: argparse.Namespace) -> Any:
     return LimitedProposals(search, min_window, 8.0, args.max_proposals)
 
 
+def _fc_amp(args: argparse.Namespace, device: Any) -> str:
+    from sppnet.utils.amp import native_bf16_cpu
+
+    if args.fc_amp != "auto":
+        return str(args.fc_amp)
+    return "bf16" if device.type == "cpu" and native_bf16_cpu() else "off"
+
+
 def detect_prepared(
-    detector: Any, item: Any, args: argparse.Namespace, class_names: list[str], device: Any
+    detector: Any,
+    item: Any,
+    args: argparse.Namespace,
+    class_names: list[str],
+    overlapped: Any,
+    fc_amp: str,
 ) -> dict[str, Any]:
-    """Detection and (with ``--out``) drawing for one prepared image; its JSON record."""
+    """Detection and (with ``--out``) drawing for one prepared image; its JSON record. An item
+    without proposals (``--workers 0``) is detected by ``overlapped`` (an
+    :class:`OverlappedDetector`)."""
     import torch
 
+    from sppnet.inference.overlap import detect_windows
     from sppnet.utils.atomic import atomic_write_bytes
     from sppnet.utils.draw import draw_detections
 
-    image, proposals, path = item.image, item.proposals, item.path
+    image, path = item.image, item.path
     height, width = int(image.shape[-2]), int(image.shape[-1])
-    start = time.perf_counter()
-    if len(proposals) == 0:  # e.g. a 1 x 1 image: no window to score, no detection
-        out = {"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.int64)}
-        out["scores"] = torch.zeros(0)
+    if item.proposals is None:
+        out, proposals, times = overlapped(image, path.stem)
+        seconds = {
+            "proposals": times["proposals"],
+            "detect": times["trunk"] + times["rest"],
+            "total": times["total"],
+        }
     else:
+        proposals = item.proposals
+        start = time.perf_counter()
+        device = next(detector.parameters()).device
         with torch.inference_mode():
-            (out,) = detector([image.to(device)], [proposals.to(device)])
-    t_detect = time.perf_counter() - start
-    out = {k: v.cpu() for k, v in out.items()}
+            features = detector.compute_features([image.to(device)])
+            out = detect_windows(detector, features, proposals, fc_amp)
+        seconds = {
+            "proposals": item.seconds["proposals"],
+            "detect": time.perf_counter() - start,
+        }
     record: dict[str, Any] = {
         "path": str(path),
         "height": height,
         "width": width,
         "proposals": int(proposals.shape[0]),
-        "seconds": {"proposals": item.seconds["proposals"], "detect": t_detect},
+        "seconds": seconds,
         "output": None,
         "detections": [
             {
@@ -232,7 +273,12 @@ def _summary(record: dict[str, Any]) -> str:
         f"{record['path']} ({record['width']}x{record['height']}): "
         f"{len(record['detections'])} detections from {record['proposals']} windows "
         f"(proposals {record['seconds']['proposals']:.2f} s, "
-        f"detector {record['seconds']['detect']:.2f} s)"
+        f"detector {record['seconds']['detect']:.2f} s"
+        + (
+            f", overlapped: {record['seconds']['total']:.2f} s in all)"
+            if "total" in record["seconds"]
+            else ")"
+        )
     )
     lines = [head]
     for d in record["detections"]:
@@ -249,6 +295,7 @@ def run(args: argparse.Namespace) -> int:
     import torch
     from tqdm.auto import tqdm
 
+    from sppnet.inference.overlap import OverlappedDetector
     from sppnet.proposals.stream import ImagePrefetcher, iter_image_files
     from sppnet.utils.atomic import atomic_write_json
 
@@ -260,6 +307,9 @@ def run(args: argparse.Namespace) -> int:
             f"sppnet detect: --min-window must be in [0, 1), got {args.min_window}", file=sys.stderr
         )
         return 2
+    if args.workers is None:
+        single_file = len(args.images) == 1 and not Path(args.images[0]).is_dir()
+        args.workers = 0 if single_file else 1
     if args.workers < 0 or args.search_processes < 1 or (args.ahead is not None and args.ahead < 1):
         print(
             "sppnet detect: need --workers >= 0, --search-processes >= 1, --ahead >= 1",
@@ -269,13 +319,21 @@ def run(args: argparse.Namespace) -> int:
     to_stdout = args.json == "-"
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     ahead = args.ahead or max(2, 2 * args.workers)
-    # The workers start now and get ready while the model loads.
-    with ImagePrefetcher(_proposal_source(args), workers=args.workers, ahead=ahead) as prefetcher:
+    source = _proposal_source(args)
+    # The workers start now and get ready while the model loads. Without workers the images are
+    # only decoded ahead; OverlappedDetector computes their proposals beside the trunk.
+    prefetched = source if args.workers > 0 else None
+    with (
+        ImagePrefetcher(prefetched, workers=args.workers, ahead=ahead) as prefetcher,
+        contextlib.ExitStack() as stack,
+    ):
         try:
             detector = _load_detector(args, device)
         except (ValueError, FileNotFoundError) as err:  # includes CheckpointError, WeightsError
             print(f"sppnet detect: --weights {args.weights}: {err}", file=sys.stderr)
             return 2
+        fc_amp = _fc_amp(args, device)
+        overlapped = stack.enter_context(OverlappedDetector(detector, source, fc_amp=fc_amp))
         num_classes = detector.config.num_classes
         names = detector.config.class_names or [str(k) for k in range(1, num_classes + 1)]
         size_check = detector.transform.size_check(detector.backbone.min_input_size)
@@ -286,7 +344,7 @@ def run(args: argparse.Namespace) -> int:
             try:
                 if item.error is not None:
                     raise ValueError(item.error)
-                record = detect_prepared(detector, item, args, list(names), device)
+                record = detect_prepared(detector, item, args, list(names), overlapped, fc_amp)
             except (ValueError, RuntimeError) as err:  # the image's error, or the model's
                 message = str(err) if str(item.path) in str(err) else f"{item.path}: {err}"
                 errors.append({"path": str(item.path), "error": message})
@@ -300,7 +358,7 @@ def run(args: argparse.Namespace) -> int:
     rate = done / wall if wall > 0 else 0.0
     print(
         f"sppnet detect: {done} images ({len(errors)} failed) in {wall:.1f} s, "
-        f"{rate:.2f} images/s, {args.workers} proposal workers",
+        f"{rate:.2f} images/s, {args.workers} proposal workers, fc layers {fc_amp}",
         file=sys.stderr,
     )
     document = {
@@ -315,6 +373,7 @@ def run(args: argparse.Namespace) -> int:
             "images_per_second": rate,
             "workers": args.workers,
             "proposal_mode": args.proposal_mode,
+            "fc_amp": fc_amp,
         },
     }
     if to_stdout:

@@ -49,10 +49,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     method.add_argument(
         "--mode",
-        choices=("fast", "quality", "single", "fast_split", "lite"),
+        choices=("fast", "quality", "single", "fast_split", "lite", "lite_sf"),
         default="fast",
         help="OpenCV's modes, or the split ones (per colour space, ranks merged; lite: no "
-        "texture similarity) that can use two cores per image (docs/proposals.md)",
+        "texture similarity; lite_sf: the size + fill strategy alone) that can use two cores "
+        "per image (docs/proposals.md)",
     )
     method.add_argument(
         "--shorter-side",

@@ -19,11 +19,11 @@ from sppnet.models.scoring import head_scoring
 from sppnet.utils.amp import autocast
 from sppnet.utils.progress import progress_bar
 
-__all__ = ["predict", "predict_variants"]
+__all__ = ["poolable_features", "predict", "predict_variants"]
 
 
 @torch.no_grad()
-def _poolable(features: MultiScaleFeatures) -> MultiScaleFeatures:
+def poolable_features(features: MultiScaleFeatures) -> MultiScaleFeatures:
     """Maps a 16-bit autocast made, as float32 on the CPU: its pooling kernels (numba) take
     float32, and pooling a 16-bit map there takes the much slower pure-PyTorch path (a demo
     image: 0.65 s instead of 0.14 s). On a GPU the Triton kernel pools 16-bit maps as they are."""
@@ -53,7 +53,7 @@ def predict(
     for i in progress_bar(range(len(data)), "detect", progress):
         t0 = time.perf_counter()
         with autocast(device, amp):
-            feats = _poolable(detector.compute_features([data.image(i).to(device)]))
+            feats = poolable_features(detector.compute_features([data.image(i).to(device)]))
             t1 = time.perf_counter()
             (result,) = detector.detect_from_features(feats, [data.proposals[i].to(device)])
         out.append({k: v.cpu() for k, v in result.items()})
@@ -106,7 +106,7 @@ def predict_variants(
     for i in progress_bar(range(len(data)), "detect", progress):
         t0 = time.perf_counter()
         with autocast(device, amp):
-            feats = _poolable(detector.compute_features([data.image(i).to(device)]))
+            feats = poolable_features(detector.compute_features([data.image(i).to(device)]))
         t1 = time.perf_counter()
         props = data.proposals[i].to(device)
         with autocast(device, amp):

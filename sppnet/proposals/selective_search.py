@@ -57,8 +57,8 @@ from sppnet.proposals.split_search import LOCK, SPLIT_STRATEGIES, libc_srand, se
 
 __all__ = ["MAX_SIDE", "SelectiveSearch", "selective_search", "working_size"]
 
-Mode = Literal["fast", "quality", "single", "fast_split", "lite"]
-_MODES = ("fast", "quality", "single", "fast_split", "lite")
+Mode = Literal["fast", "quality", "single", "fast_split", "lite", "lite_sf"]
+_MODES = ("fast", "quality", "single", "fast_split", "lite", "lite_sf")
 
 #: Default cap on the working image's longer side, in pixels.
 MAX_SIDE = 1000
@@ -118,7 +118,8 @@ def selective_search(
             choice), ``"quality"`` (5 colour spaces x 5 scales x 4 strategies; several times
             slower, higher recall), ``"single"`` (HSV, one scale ``base_k``, one strategy), or
             the split modes ``"fast_split"`` (fast mode's groupings, ranked per colour space and
-            merged) and ``"lite"`` (the same without the texture similarity; a third less CPU).
+            merged), ``"lite"`` (the same without the texture similarity; a third less CPU) and
+            ``"lite_sf"`` (the size + fill strategy alone, both colour spaces, three ``k``).
         shorter_side: work on the image resized so its shorter side has this many pixels
             (never enlarged); ``None`` works at full resolution. See the module docstring for
             how boxes are mapped back.

@@ -22,7 +22,10 @@ Strategy sets (the similarity terms of Uijlings et al.: C colour, T texture, S s
 - ``"fast_split"``: fast mode's {C+T+S+F, T+S+F};
 - ``"lite"``: {C+S+F, S+F}, fast mode without the texture term, whose per-grouping gradient
   histograms were a third of fast mode's CPU time at the same recall on the demo test split
-  (docs/proposals.md).
+  (docs/proposals.md);
+- ``"lite_sf"``: {S+F} alone, half of ``lite``'s groupings (the graph segmentations are the
+  same: OpenCV computes each ``(colour space, k)`` segmentation once and groups it with every
+  strategy).
 """
 
 from __future__ import annotations
@@ -54,6 +57,7 @@ COLOUR_SPACES: tuple[str, ...] = ("hsv", "lab")
 SPLIT_STRATEGIES: dict[str, tuple[tuple[str, ...], ...]] = {
     "fast_split": (("colour", "fill", "texture", "size"), ("fill", "texture", "size")),
     "lite": (("colour", "fill", "size"), ("fill", "size")),
+    "lite_sf": (("fill", "size"),),
 }
 
 #: Serialises (srand, search) pairs of the threads of one process.

@@ -23,6 +23,9 @@ ones: proposals of image ``i + 1`` overlap detection of image ``i``.
               ...
 
 ``workers=0`` does everything in this process, in turn (no overlap; for debugging and tests).
+``source=None`` decodes only (``proposals`` is None): for a caller that computes each image's
+proposals itself, e.g. :class:`~sppnet.inference.overlap.OverlappedDetector`, which overlaps
+them with the image's conv trunk.
 """
 
 from __future__ import annotations
@@ -64,7 +67,8 @@ class PreparedImage:
         index: position in the input order (0-based).
         path: the image file.
         image: Tensor[3, H, W] uint8 RGB, or None on error.
-        proposals: Tensor[M, 4] float32 xyxy in original pixels, or None on error.
+        proposals: Tensor[M, 4] float32 xyxy in original pixels, or None on error or when the
+            prefetcher has no source (decoding only).
         seconds: wall seconds in the worker: ``decode`` and ``proposals``.
         error: None, or a message naming the file and what went wrong.
     """
@@ -96,7 +100,7 @@ def iter_image_files(paths: Iterable[str | os.PathLike[str]]) -> Iterator[Path]:
 _SOURCE: ProposalSource | None = None
 
 
-def _init_worker(source: ProposalSource) -> None:
+def _init_worker(source: ProposalSource | None) -> None:
     import cv2
 
     global _SOURCE
@@ -115,7 +119,6 @@ def _prepare(
     """Decode and propose one image in a worker; arrays travel as numpy (plain pickles)."""
     from sppnet.data.images import read_image
 
-    assert _SOURCE is not None
     seconds: dict[str, float] = {}
     try:
         start = time.perf_counter()
@@ -123,24 +126,25 @@ def _prepare(
         seconds["decode"] = time.perf_counter() - start
         if size_check is not None:
             size_check(int(image.shape[1]), int(image.shape[2]))
-        start = time.perf_counter()
-        boxes = _SOURCE(image, path.stem)
-        seconds["proposals"] = time.perf_counter() - start
+        boxes = None
+        if _SOURCE is not None:
+            start = time.perf_counter()
+            boxes = _SOURCE(image, path.stem).numpy()
+            seconds["proposals"] = time.perf_counter() - start
     except Exception as error:  # reported with the file's name; the other images go on
         message = str(error)
         if str(path) not in message:
             message = f"{path}: {message}"
         return index, str(path), None, None, seconds, message
-    return index, str(path), image.numpy(), boxes.numpy(), seconds, None
+    return index, str(path), image.numpy(), boxes, seconds, None
 
 
 def _item(result: tuple[int, str, Any, Any, dict[str, float], str | None]) -> PreparedImage:
     index, path, image, boxes, seconds, error = result
     if error is not None:
         return PreparedImage(index, Path(path), seconds=seconds, error=error)
-    return PreparedImage(
-        index, Path(path), torch.from_numpy(np.asarray(image)), torch.from_numpy(boxes), seconds
-    )
+    proposals = None if boxes is None else torch.from_numpy(boxes)
+    return PreparedImage(index, Path(path), torch.from_numpy(np.asarray(image)), proposals, seconds)
 
 
 class ImagePrefetcher:
@@ -148,7 +152,7 @@ class ImagePrefetcher:
 
     Args:
         source: computes each image's proposals (pickled to the workers; its ``image_id`` is the
-            file's stem).
+            file's stem); ``None``: decode only.
         workers: worker processes (each with one OpenCV and one torch thread); ``0``: in this
             process, in turn.
         ahead: at most this many images in flight (>= 1; ``2 * workers`` keeps them busy).
@@ -156,7 +160,7 @@ class ImagePrefetcher:
     Use it as a context manager (the workers live between ``__enter__`` and ``__exit__``).
     """
 
-    def __init__(self, source: ProposalSource, *, workers: int = 1, ahead: int = 4) -> None:
+    def __init__(self, source: ProposalSource | None, *, workers: int = 1, ahead: int = 4) -> None:
         if workers < 0 or ahead < 1:
             raise ValueError(
                 f"ImagePrefetcher: need workers >= 0 and ahead >= 1, got {workers} and {ahead}"
@@ -218,7 +222,7 @@ class ImagePrefetcher:
 
 def prepare_images(
     paths: Iterable[str | os.PathLike[str]],
-    source: ProposalSource,
+    source: ProposalSource | None,
     *,
     workers: int = 1,
     ahead: int = 4,

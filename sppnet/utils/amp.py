@@ -32,3 +32,11 @@ def autocast(device: torch.device | str, mode: str) -> Any:
     if dtype is None:
         return contextlib.nullcontext()
     return torch.autocast(device_type=torch.device(device).type, dtype=dtype)
+
+
+def native_bf16_cpu() -> bool:
+    """Whether this CPU multiplies bfloat16 natively (AVX512-BF16 or AMX): there, a bf16
+    matrix product is about twice as fast as a float32 one; elsewhere oneDNN emulates it."""
+    cpu = torch.cpu
+    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(bool(getattr(cpu, name, lambda: False)()) for name in checks)

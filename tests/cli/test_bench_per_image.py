@@ -15,8 +15,8 @@ from sppnet.benchmarks.per_image import (
     per_image_table,
 )
 from sppnet.cli.main import main
+from sppnet.config import DetectorConfig
 from sppnet.models.detector import SPPNetDetector
-from sppnet.models.detector_config import DetectorConfig
 
 
 def _small_detector() -> SPPNetDetector:
@@ -55,6 +55,30 @@ def test_rows_time_proposals_and_detection_at_one_scale() -> None:
     assert "lite, 1 process" in text and "100 x 75" in text and "scale 96" in text
 
 
+def test_overlapped_and_capped_choices_are_rows_of_their_own() -> None:
+    choices = (
+        ProposalChoice("lite_sf", overlap=True, fc_amp="bf16"),
+        ProposalChoice("lite", overlap=True, max_proposals=10),
+    )
+    settings = PerImageSettings(
+        image_size=(75, 100),
+        choices=choices,
+        max_proposals=40,
+        repeats=1,
+        warmup=0,
+        stream_images=0,
+        torchvision=(),
+    )
+    rows = per_image_table(_small_detector(), settings)["rows"]
+    assert [row["name"] for row in rows] == [
+        "lite_sf, 1 process, overlapped, bf16 fc",
+        "lite, 1 process, overlapped, <= 10 windows",
+    ]
+    assert 10 < rows[0]["windows"] <= 40 and rows[1]["windows"] == 10
+    for row in rows:
+        assert row["kind"] == "sppnet" and row["total_s"] > 0 and row["detect_s"] > 0
+
+
 @pytest.mark.slow  # torchvision's two detectors and a prefetching worker: ~30 s on 2 cores
 def test_bench_detect_per_image_table(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     report = tmp_path / "bench.json"
@@ -63,7 +87,9 @@ def test_bench_detect_per_image_table(tmp_path: Path, capsys: pytest.CaptureFixt
     names = [row["name"] for row in rows]
     assert "torchvision fasterrcnn_mobilenet_v3_large_fpn" in names
     assert "torchvision ssdlite320_mobilenet_v3_large" in names
-    assert "lite, 2 processes" in names and "lite, 2 processes, streamed (1 worker)" in names
+    assert "lite, 1 process, overlapped, bf16 fc" in names
+    assert "lite, 2 processes, overlapped, bf16 fc" in names
+    assert "lite, 1 process, bf16 fc, streamed (1 worker)" in names
     for row in rows:
         assert row["total_s"] > 0
         if row["kind"] == "sppnet":

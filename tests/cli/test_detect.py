@@ -153,6 +153,49 @@ def test_folder_streams_through_a_worker_with_throughput(
     assert "images/s" in capsys.readouterr().err
 
 
+@pytest.mark.slow  # the --workers 1 run starts a worker process (it imports torch): ~5 s
+def test_one_image_is_overlapped_in_process_with_the_streamed_detections(
+    trained: Path, tmp_path: Path
+) -> None:
+    image = _photo(tmp_path / "one.png", 80, 120, seed=5)
+    documents = {}
+    for label, extra in (("default", []), ("streamed", ["--workers", "1"])):
+        report = tmp_path / f"{label}.json"
+        status = main(
+            ["detect", str(image), "--weights", str(trained), "--json", str(report),
+             "--max-proposals", "40", "--fc-amp", "off", "--no-progress", *extra]
+        )  # fmt: skip
+        assert status == 0
+        documents[label] = json.loads(report.read_text())
+    default, streamed = documents["default"], documents["streamed"]
+    assert default["throughput"]["workers"] == 0 and streamed["throughput"]["workers"] == 1
+    assert default["throughput"]["fc_amp"] == "off"
+    (one,), (other,) = default["images"], streamed["images"]
+    assert set(one["seconds"]) == {"proposals", "detect", "total"}
+    assert set(other["seconds"]) == {"proposals", "detect"}
+    assert one["seconds"]["total"] >= one["seconds"]["detect"] > 0
+    assert one["proposals"] == other["proposals"] > 0
+    assert one["detections"] == other["detections"] and len(one["detections"]) > 0
+
+
+def test_fc_amp_bf16_keeps_the_windows_and_records_the_mode(trained: Path, tmp_path: Path) -> None:
+    image = _photo(tmp_path / "one.png", 80, 120, seed=6)
+    reports = {}
+    for mode in ("off", "bf16"):
+        report = tmp_path / f"{mode}.json"
+        status = main(
+            ["detect", str(image), "--weights", str(trained), "--json", str(report),
+             "--max-proposals", "40", "--fc-amp", mode, "--no-progress"]
+        )  # fmt: skip
+        assert status == 0
+        reports[mode] = json.loads(report.read_text())
+    assert reports["bf16"]["throughput"]["fc_amp"] == "bf16"
+    off, bf16 = reports["off"]["images"][0], reports["bf16"]["images"][0]
+    assert off["proposals"] == bf16["proposals"] > 0
+    best_off, best_bf16 = off["detections"][0], bf16["detections"][0]
+    assert abs(best_off["score"] - best_bf16["score"]) < 0.05
+
+
 def test_bad_weights_and_arguments(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     image = _photo(tmp_path / "x.png", 40, 40)
     assert (

@@ -173,6 +173,18 @@ def test_split_modes_search_the_same_groupings_as_fast_mode(coffee):
     assert sorted(map(tuple, lite.tolist())) != sorted(map(tuple, split.tolist()))
 
 
+def test_lite_sf_searches_a_subset_of_lite_groupings(coffee):
+    # lite groups each segmentation with C+S+F and S+F; lite_sf with S+F alone: the same
+    # deterministic groupings, so its boxes are among lite's, and fewer.
+    lite = selective_search(coffee, mode="lite", shorter_side=96, max_proposals=None)
+    sf = selective_search(coffee, mode="lite_sf", shorter_side=96, max_proposals=None)
+    lite_set, sf_set = set(map(tuple, lite.tolist())), set(map(tuple, sf.tolist()))
+    assert sf_set < lite_set and len(sf) > 20
+    check_proposals(sf, (400, 600))
+    assert (sf == torch.tensor([0.0, 0.0, 600.0, 400.0])).all(1).any()
+    assert torch.equal(selective_search(coffee, mode="lite_sf", shorter_side=96), sf)
+
+
 def test_params_record_the_bound_and_old_caches_rebuild_unbounded():
     source = SelectiveSearch(mode="lite", workers=2)
     assert source.params()["max_side"] == 1000 and "workers" not in source.params()

@@ -114,3 +114,11 @@ def test_limited_proposals_filters_relative_to_the_shorter_side() -> None:
     assert limited.params()["source"] == "sliding_windows"
     with pytest.raises(ValueError, match="min_fraction"):
         LimitedProposals(windows, min_fraction=1.0)
+
+
+def test_without_a_source_images_are_decoded_only(folder: list[Path]) -> None:
+    items = list(prepare_images(folder[:3], None, workers=0))
+    assert [item.path for item in items] == folder[:3]
+    for item in items:
+        assert item.error is None and item.proposals is None and "proposals" not in item.seconds
+        assert tuple(item.image.shape[1:]) == Image.open(item.path).size[::-1]
