@@ -16,7 +16,8 @@ Exit status 0 when everything is valid, 1 otherwise, 2 for a usage error.
     {"format": "coco" | "yolo" | "voc", "detected": bool, "source": str, "splits": [str],
      "classes": [str], "category_ids": [int],
      "images", "objects", "per_class", "difficult", "crowd", "objects_per_image",
-     "box_width", "box_height", "box_relative_size",   # over all splits, see summarize_dataset
+     "box_width", "box_height", "box_relative_size",  # over all splits, see summarize_dataset
+     "image_shorter_side",
      "per_split": {split: {the same keys}},
      "missing_labels": int,                           # YOLO images without a label file
      "invalid": [{"file": str, "reason": str}], "decoded": bool, "seconds": float}
@@ -174,6 +175,11 @@ def _print_stats(name: str, stats: dict) -> None:
         print(
             f"  objects per image: min {per['min']}, median {per['median']:g}, "
             f"mean {per['mean']:.2f}, max {per['max']}"
+        )
+    if stats["image_shorter_side"] is not None:
+        side = stats["image_shorter_side"]
+        print(
+            f"  image shorter side {side['min']:g}..{side['max']:g} px (median {side['median']:g})"
         )
     if stats["box_width"] is not None:
         w, h, r = stats["box_width"], stats["box_height"], stats["box_relative_size"]

@@ -4,7 +4,8 @@ file, or on a COCO, YOLO or VOC folder with no config file.
 ``--data DIR`` (:mod:`sppnet.jobs.train_folder`): the format detected (``--format`` forces it),
 the classes from the data, the recipe of ``--preset`` (``demo``, the default, or ``paper``; a
 CONFIG given too replaces it), the folder's train/val splits (or a seeded 80/20 split), proposals
-cached in ``OUTPUT/proposals/<split>``; it trains on train and prints the VOC07 mAP on val
+cached in ``OUTPUT/proposals/<split>``, the preset's pixel sizes scaled to the images' median
+shorter side (``--keep-sizes`` leaves them); it trains on train and prints the VOC07 mAP on val
 (``OUTPUT/eval_val.json``)::
 
     sppnet train --data path/to/coco_or_yolo_or_voc --output runs/mine
@@ -61,6 +62,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--preset", choices=("demo", "paper"), default="demo", help="recipe for --data (demo)"
     )
     parser.add_argument(
+        "--keep-sizes",
+        action="store_true",
+        help="with --data: use the preset's pixel sizes as they are instead of scaling them to "
+        "the images' median shorter side",
+    )
+    parser.add_argument(
         "--val-fraction",
         type=float,
         default=0.2,
@@ -114,6 +121,7 @@ def _run_folder(args: argparse.Namespace, overrides: list[str]) -> int:
             config_file=args.config,
             overrides=overrides,
             val_fraction=args.val_fraction,
+            keep_sizes=args.keep_sizes,
             workers=args.workers,
             progress=not args.no_progress,
             tensorboard=not args.no_tensorboard,

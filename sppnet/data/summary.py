@@ -23,7 +23,7 @@ def summarize_dataset(dataset: Any, indices: Iterable[int] | None = None) -> dic
     """
     indices = range(len(dataset)) if indices is None else list(indices)
     per_class = dict.fromkeys(dataset.classes, 0)
-    counts, widths, heights, relative = [], [], [], []
+    counts, widths, heights, relative, sides = [], [], [], [], []
     difficult = crowd = 0
     for index in indices:
         target = dataset.get_target(index)
@@ -38,6 +38,7 @@ def summarize_dataset(dataset: Any, indices: Iterable[int] | None = None) -> dic
         widths.append(w)
         heights.append(h)
         image_h, image_w = target["size"]
+        sides.append(np.asarray([min(image_h, image_w)], dtype=np.float64))
         relative.append(np.sqrt(w * h / (image_h * image_w)))
     counts_array = np.asarray(counts, dtype=np.int64)
     return {
@@ -56,6 +57,7 @@ def summarize_dataset(dataset: Any, indices: Iterable[int] | None = None) -> dic
         "box_width": _range(widths),
         "box_height": _range(heights),
         "box_relative_size": _range(relative),
+        "image_shorter_side": _range(sides),
     }
 
 

@@ -35,6 +35,8 @@ def test_train_on_a_folder_then_eval_reproduces_its_val_figure(folders, fmt, tmp
     assert main([*argv, *TINY_RECIPE]) == 0
     printed = capsys.readouterr().out
     assert f"format {fmt}" in printed and "splits train / val" in printed
+    # The demo images' own size: the preset's pixel sizes are kept.
+    assert "image size: median shorter side" in printed and "its sizes as they are" in printed
     reported = json.loads((out / "eval_val.json").read_text())
     assert reported["extra"]["format"] == fmt
     saved = json.loads((out / "model" / "config.json").read_text())["detector"]

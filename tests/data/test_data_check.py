@@ -87,6 +87,8 @@ def test_yolo_folder_every_split_with_statistics(make_yolo, tmp_path, capsys):
     assert train["box_width"] == {"min": 4.0, "median": 12.0, "max": 20.0}
     assert train["box_height"] == {"min": 4.0, "median": 7.0, "max": 10.0}
     assert train["box_relative_size"]["max"] == pytest.approx(math.sqrt(200 / 800))
+    assert train["image_shorter_side"] == {"min": 20.0, "median": 20.0, "max": 20.0}
+    assert data["image_shorter_side"] == {"min": 10.0, "median": 20.0, "max": 20.0}
     assert data["images"] == 4 and data["objects"] == 2  # d.txt is invalid: skipped
     assert data["missing_labels"] == 1
     assert (
@@ -97,6 +99,7 @@ def test_yolo_folder_every_split_with_statistics(make_yolo, tmp_path, capsys):
     assert out.startswith("YOLO (detected)") and "1 image(s) without a label file" in out
     assert "objects per image: min 0, median 0, mean 0.67, max 2" in out
     assert "box width 4.0..20.0 px" in out
+    assert "image shorter side 10..20 px (median 20)" in out
 
 
 def test_coco_folder_forced_format_and_one_split(tmp_path, make_coco):
