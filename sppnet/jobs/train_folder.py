@@ -11,8 +11,9 @@ proposals' working side) are scaled to the training images' median shorter side
 leaves them as they are) before ``--set`` overrides apply. Proposals are computed and cached
 beside the output (``OUT/proposals/<split>``). Writes, besides what
 :func:`~sppnet.engine.detection.run.train_from_config` writes, ``OUT/config.yaml`` (the
-effective config: ``sppnet train OUT/config.yaml --output OUT2`` trains the same model again, when the splits are
-the folder's own) and ``OUT/eval_val.json`` (the validation figures of ``OUT/model``, which
+effective config: ``sppnet train OUT/config.yaml --output OUT2`` trains the same model again,
+when the splits are the folder's own) and ``OUT/eval_val.json`` (the validation figures of
+``OUT/model``, which
 ``sppnet eval --weights OUT/model --data DIR --split val --proposals OUT/proposals/val``
 reproduces).
 """
