@@ -8,9 +8,11 @@ means; ``--json PATH`` writes the results document of :mod:`sppnet.evaluation.re
 ``voc07.mAP``, ``voc07.AP.<class>``, ``voc10...``, ``coco.AP``..., documented in
 docs/evaluation.md) with, under ``extra``: ``weights``, ``scoring``, ``scales``,
 ``proposals_per_image``, ``seconds`` (``conv``, ``pool_fc_nms``, ``per_image``).
-``--plots DIR`` writes the precision/recall curves (``pr_voc07.png``), ``--draw DIR`` the
-annotated images, ``--report DIR`` an HTML report with per-class tables, PR curves, the confusion
-matrix, error analysis and a gallery (:func:`sppnet.evaluation.write_report`; docs/evaluation.md).
+``--save-model DIR`` saves the detector as evaluated (``--scales`` in its config: a model that
+reproduces these figures with no flags). ``--plots DIR`` writes the precision/recall curves
+(``pr_voc07.png``), ``--draw DIR`` the annotated images, ``--report DIR`` an HTML report with
+per-class tables, PR curves, the confusion matrix, error analysis and a gallery
+(:func:`sppnet.evaluation.write_report`; docs/evaluation.md).
 
 Example::
 
@@ -54,6 +56,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-proposals", type=int, default=2000, help="per image (2000)")
     parser.add_argument(
         "--scales", type=int, nargs="+", help="test scales (shorter sides) instead of the model's"
+    )
+    parser.add_argument(
+        "--save-model",
+        metavar="DIR",
+        help="also save the detector as evaluated (--scales in its config) here, so that "
+        "sppnet eval --weights DIR reproduces these figures as it is",
     )
     parser.add_argument("--json", metavar="PATH", help="write the results here")
     parser.add_argument("--plots", metavar="DIR", help="write PR curves (PNG) here")
@@ -129,6 +137,9 @@ def run(args: argparse.Namespace) -> int:
         "seconds": seconds,
     }
     print(f"data: {args.data} ({data.dataset.format}, split {args.split}, {len(data)} images)")
+    if args.save_model:
+        saved = detector.save_pretrained(args.save_model)
+        print(f"model (scales {list(detector.config.scales)}): {saved}")
     if args.json:
         write_results_json(args.json, voc, coco, extra)
     if args.results:

@@ -51,6 +51,15 @@ def test_train_on_a_folder_then_eval_reproduces_its_val_figure(folders, fmt, tmp
     evaluate += ["--proposals", str(out / "proposals" / "val"), "--no-progress"]
     assert main([*evaluate, "--json", str(again), "--results", str(results)]) == 0
     assert json.loads(again.read_text())["voc07"] == reported["voc07"]
+    if fmt == "voc":
+        # --save-model: the detector as evaluated, other test scales in its config, reproduces
+        # that evaluation with no flags.
+        rescaled, saved, as_is = tmp_path / "r.json", tmp_path / "model2", tmp_path / "s.json"
+        other = ["--scales", "400", "560", "--save-model", str(saved), "--json", str(rescaled)]
+        assert main([*evaluate, *other]) == 0
+        assert json.loads((saved / "config.json").read_text())["detector"]["scales"] == [400, 560]
+        assert main(["eval", "--weights", str(saved), *evaluate[3:], "--json", str(as_is)]) == 0
+        assert json.loads(as_is.read_text())["voc07"] == json.loads(rescaled.read_text())["voc07"]
     detections = json.loads(results.read_text())
     assert detections and set(detections[0]) == {"image_id", "category_id", "bbox", "score"}
 
