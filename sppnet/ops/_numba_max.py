@@ -23,7 +23,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from sppnet.ops._numba_transpose import TILE, transpose8
+from sppnet.ops._numba_transpose import TILE, transpose8, transpose_rows
 
 _OPTIONS = {"cache": True, "nogil": True, "error_model": "numpy"}
 
@@ -172,8 +172,10 @@ def _merge(bv, bi, b, first, f, m, block, with_arg, nan_aware):
 @njit(inline="always")
 def _write_block(out, k, buf, c_lo, cb, channels, lev_n, lev_bin, occ_lev, occ_bin):
     """Channels ``c_lo .. c_lo + cb`` of the scratch bins ``buf`` [B', block] into row ``k`` of
-    ``out`` in (C, n, n) blocks, every occurrence of every level: 8 x 8 tiles of (bins,
-    channels) by SIMD shuffles, the bins and channels past the last whole tile one by one."""
+    ``out`` in (C, n, n) blocks, every occurrence of every level. Per 8 channels the output is
+    one contiguous run of ``8 * n * n`` values: 8 x 8 tiles of (bins, channels) by SIMD
+    shuffles, then the last ``n * n % 8`` bins as one narrower tile (one store of the whole run
+    when ``n * n < 8``); only channels past the last 8 go one by one."""
     row = out[k]
     flat = buf.reshape(-1)
     pitch = buf.shape[1]
@@ -187,7 +189,43 @@ def _write_block(out, k, buf, c_lo, cb, channels, lev_n, lev_bin, occ_lev, occ_b
         for c0 in range(0, chans8, TILE):
             for t0 in range(0, bins8, TILE):
                 transpose8(row, col + c0 * n2 + t0, n2, flat, (base + t0) * pitch + c0, pitch)
-        for ch in range(cb):
-            first = bins8 if ch < chans8 else 0
-            for t in range(first, n2):
+            if bins8 < n2:
+                at = col + c0 * n2 + bins8
+                _tail(row, at, n2, flat, (base + bins8) * pitch + c0, pitch, n2 - bins8)
+        for ch in range(chans8, cb):
+            for t in range(n2):
                 row[col + ch * n2 + t] = buf[base + t, ch]
+
+
+@njit(inline="always")
+def _tail(dst, at, stride, src, src_at, pitch, rows):
+    """``transpose_rows`` for a run-time ``rows`` in 1 .. 7 (packed when ``stride == rows``)."""
+    if stride == rows:
+        if rows == 1:
+            transpose_rows(dst, at, stride, src, src_at, pitch, 1, True)
+        elif rows == 2:
+            transpose_rows(dst, at, stride, src, src_at, pitch, 2, True)
+        elif rows == 3:
+            transpose_rows(dst, at, stride, src, src_at, pitch, 3, True)
+        elif rows == 4:
+            transpose_rows(dst, at, stride, src, src_at, pitch, 4, True)
+        elif rows == 5:
+            transpose_rows(dst, at, stride, src, src_at, pitch, 5, True)
+        elif rows == 6:
+            transpose_rows(dst, at, stride, src, src_at, pitch, 6, True)
+        else:
+            transpose_rows(dst, at, stride, src, src_at, pitch, 7, True)
+    elif rows == 1:
+        transpose_rows(dst, at, stride, src, src_at, pitch, 1, False)
+    elif rows == 2:
+        transpose_rows(dst, at, stride, src, src_at, pitch, 2, False)
+    elif rows == 3:
+        transpose_rows(dst, at, stride, src, src_at, pitch, 3, False)
+    elif rows == 4:
+        transpose_rows(dst, at, stride, src, src_at, pitch, 4, False)
+    elif rows == 5:
+        transpose_rows(dst, at, stride, src, src_at, pitch, 5, False)
+    elif rows == 6:
+        transpose_rows(dst, at, stride, src, src_at, pitch, 6, False)
+    else:
+        transpose_rows(dst, at, stride, src, src_at, pitch, 7, False)
