@@ -229,3 +229,31 @@ def _tail(dst, at, stride, src, src_at, pitch, rows):
         transpose_rows(dst, at, stride, src, src_at, pitch, 6, False)
     else:
         transpose_rows(dst, at, stride, src, src_at, pitch, 7, False)
+
+
+@njit(**_OPTIONS)
+def channel_blocks(x, xb):
+    """The map ``x`` [N, C, H * W] (C-contiguous) into ``xb`` [C / block, N, H * W, block]
+    (channels-last blocks; channels past C, in a padded last block, set to 0): 8 x 8 tiles by
+    SIMD shuffles, the cells and channels past the last whole tile one by one."""
+    n_img, channels, cells = x.shape
+    blocks, _, _, block = xb.shape
+    src = x.reshape(-1)
+    dst = xb.reshape(-1)
+    cells8 = cells - cells % TILE
+    for blk in range(blocks):
+        c_lo = blk * block
+        cb = min(block, channels - c_lo)
+        chans8 = cb - cb % TILE
+        for img in range(n_img):
+            s0 = (img * channels + c_lo) * cells  # x[img, c_lo, 0]
+            d0 = (blk * n_img + img) * cells * block  # xb[blk, img, 0, 0]
+            for c0 in range(0, chans8, TILE):
+                for p0 in range(0, cells8, TILE):
+                    transpose8(dst, d0 + p0 * block + c0, block, src, s0 + c0 * cells + p0, cells)
+            for p in range(cells):
+                first = chans8 if p < cells8 else 0
+                for ch in range(first, cb):
+                    dst[d0 + p * block + ch] = src[s0 + ch * cells + p]
+                for ch in range(cb, block):
+                    dst[d0 + p * block + ch] = 0
