@@ -4,7 +4,10 @@ shared arguments).
 Per region and per block of channels, each bin of the finest level read from the map is scanned
 cell by cell in row-major order (rows, then columns: no index arithmetic per cell), the channel
 loop innermost and vectorised, the running maximum (and arg-max) updated in place in a scratch
-row of ``block`` channels; coarser levels that nest in a finer one are merged from its bins; the
+row of ``block`` channels; for bins of ``REGISTER_CELLS`` or more cells of a map holding no NaN
+the running maximum of ``LANES`` channels stays in vector registers instead
+(:func:`._numba_scan.scan_max`, stored once per bin). Coarser levels that nest in a finer one are
+merged from its bins (values only: the same register scan over the finer bins); the
 block is then written, transposed (8 x 8 tiles by SIMD shuffles, :mod:`._numba_transpose`),
 straight into its final ``(C, n, n)`` place of the output.
 
@@ -23,12 +26,15 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from sppnet.ops._numba_scan import scan_argmax, scan_max
 from sppnet.ops._numba_transpose import TILE, transpose8, transpose_rows
 
 _OPTIONS = {"cache": True, "nogil": True, "error_model": "numpy"}
 
 CHANNEL_BLOCK = 256  # channels per block of the map
 _PAD = 16  # elements of padding per scratch row
+LANES = 128  # channels whose running maximum one register scan holds (scan_max)
+REGISTER_CELLS = 8  # bins of at least this many cells are scanned in registers
 
 
 @njit(**_OPTIONS)
@@ -93,6 +99,19 @@ def _scan(x, bv, bi, b, r0, r1, c0, c1, with_arg, nan_aware):
     into ``bv[b]`` (``bi[b]``), cells in row-major order."""
     width = x.shape[1]
     block = x.shape[2]
+    if not nan_aware and block % LANES == 0 and (r1 - r0) * (c1 - c0) >= REGISTER_CELLS:
+        xf = x.reshape(-1)
+        pitch = bv.shape[1]
+        at = (r0 * width + c0) * block
+        for l0 in range(0, block, LANES):
+            if with_arg:
+                scan_argmax(xf, at + l0, width * block, block, r1 - r0, c1 - c0, bv.reshape(-1),
+                            b * pitch + l0, bi.reshape(-1), b * pitch + l0, r0 * width + c0,
+                            width, LANES)  # fmt: skip
+            else:
+                scan_max(xf, at + l0, width * block, block, r1 - r0, c1 - c0, bv.reshape(-1),
+                         b * pitch + l0, LANES)  # fmt: skip
+        return
     dst = bv[b]
     first = x[r0, c0]
     for ch in range(block):
@@ -135,6 +154,12 @@ def _scan(x, bv, bi, b, r0, r1, c0, c1, with_arg, nan_aware):
 def _merge(bv, bi, b, first, f, m, block, with_arg, nan_aware):
     """Bin ``b`` of a coarse level from the ``f x f`` bins of level ``m`` from bin ``first``:
     larger wins, NaN beats numbers, ties go to the lower cell index."""
+    if not with_arg and not nan_aware and block % LANES == 0:
+        pitch = bv.shape[1]
+        flat = bv.reshape(-1)
+        for l0 in range(0, block, LANES):
+            scan_max(flat, first * pitch + l0, m * pitch, pitch, f, f, flat, b * pitch + l0, LANES)
+        return
     for ch in range(block):
         bv[b, ch] = bv[first, ch]
     if with_arg:
