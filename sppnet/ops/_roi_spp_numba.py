@@ -225,7 +225,7 @@ def _channel_blocks(x: Tensor) -> np.ndarray:
     block = min(_numba_max.CHANNEL_BLOCK, channels)
     blocks = -(-channels // block)
     if x.is_contiguous():
-        xb = np.empty((blocks, n_img, height, width, block), dtype=x.numpy().dtype)
+        xb = torch.empty((blocks, n_img, height, width, block), dtype=x.dtype).numpy()
         _numba_max.channel_blocks(
             x.view(n_img, channels, height * width).numpy(),
             xb.reshape(blocks, n_img, height * width, block),
