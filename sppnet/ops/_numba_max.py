@@ -4,8 +4,8 @@ shared arguments).
 Per region and per block of channels, each bin of the finest level read from the map is scanned
 cell by cell in row-major order (rows, then columns: no index arithmetic per cell), the channel
 loop innermost and vectorised, the running maximum (and arg-max) updated in place in a scratch
-row of ``block`` channels; for bins of ``REGISTER_CELLS`` or more cells of a map holding no NaN
-the running maximum of ``LANES`` channels stays in vector registers instead
+row of ``block`` channels; for a map holding no NaN (and blocks of a multiple of ``LANES``
+channels) the running maximum of ``LANES`` channels stays in vector registers instead
 (:func:`._numba_scan.scan_max`, stored once per bin). Coarser levels that nest in a finer one are
 merged from its bins (values only: the same register scan over the finer bins); the
 block is then written, transposed (8 x 8 tiles by SIMD shuffles, :mod:`._numba_transpose`),
@@ -34,7 +34,6 @@ _OPTIONS = {"cache": True, "nogil": True, "error_model": "numpy"}
 CHANNEL_BLOCK = 256  # channels per block of the map
 _PAD = 16  # elements of padding per scratch row
 LANES = 128  # channels whose running maximum one register scan holds (scan_max)
-REGISTER_CELLS = 8  # bins of at least this many cells are scanned in registers
 
 
 @njit(**_OPTIONS)
@@ -53,6 +52,10 @@ def max_forward(
     # reads of _write_block over the cache sets.
     bv = np.empty((total, block + _PAD), dtype=xb.dtype)
     bi = np.empty((total if with_arg else 0, block + _PAD), dtype=np.int32)
+    # Flat views made once (a reshape per bin costs a helper call, a large part of a small bin)
+    xflat = xb.reshape(-1)
+    bvf = bv.reshape(-1)
+    bif = bi.reshape(-1)
     for blk in range(xb.shape[0]):
         x = xb[blk]
         c_lo = blk * block
@@ -70,7 +73,7 @@ def max_forward(
                             m = lev_n[src]
                             f = m // n
                             first = lev_bin[src] + f * i * m + f * j
-                            _merge(bv, bi, b, first, f, m, block, with_arg, nan_aware)
+                            _merge(bv, bvf, bi, b, first, f, m, block, with_arg, nan_aware)
                             continue
                         r0, r1 = rs[k, e + i], re[k, e + i]
                         c0, c1 = cs[k, e + j], ce[k, e + j]
@@ -79,10 +82,12 @@ def max_forward(
                             if with_arg:
                                 bi[b, :block] = height * width
                             continue
-                        _scan(x[img], bv, bi, b, r0, r1, c0, c1, with_arg, nan_aware)
-            _write_block(out, k, bv, c_lo, cb, channels, lev_n, lev_bin, occ_lev, occ_bin)
+                        x_at = (blk * xb.shape[1] + img) * height * width * block
+                        _scan(x[img], xflat, x_at, bv, bvf, bi, bif, b, r0, r1, c0, c1, with_arg,
+                              nan_aware)  # fmt: skip
+            _write_block(out, k, bv, bvf, c_lo, cb, channels, lev_n, lev_bin, occ_lev, occ_bin)
             if with_arg:
-                _write_block(arg, k, bi, c_lo, cb, channels, lev_n, lev_bin, occ_lev, occ_bin)
+                _write_block(arg, k, bi, bif, c_lo, cb, channels, lev_n, lev_bin, occ_lev, occ_bin)
 
 
 @njit(inline="always")
@@ -94,22 +99,22 @@ def _channels(out, occ_lev, occ_bin, lev_n):
 
 
 @njit(inline="always")
-def _scan(x, bv, bi, b, r0, r1, c0, c1, with_arg, nan_aware):
+def _scan(x, xflat, x_at, bv, bvf, bi, bif, b, r0, r1, c0, c1, with_arg, nan_aware):
     """Max (and arg-max) over rows ``[r0, r1)`` x columns ``[c0, c1)`` of ``x`` [H, W, block]
-    into ``bv[b]`` (``bi[b]``), cells in row-major order."""
+    into ``bv[b]`` (``bi[b]``), cells in row-major order. ``xflat``, ``bvf``, ``bif``: flat views
+    of the whole map (``x`` starting at ``x_at``), ``bv`` and ``bi``."""
     width = x.shape[1]
     block = x.shape[2]
-    if not nan_aware and block % LANES == 0 and (r1 - r0) * (c1 - c0) >= REGISTER_CELLS:
-        xf = x.reshape(-1)
+    if not nan_aware and block % LANES == 0:
         pitch = bv.shape[1]
-        at = (r0 * width + c0) * block
+        at = x_at + (r0 * width + c0) * block
         for l0 in range(0, block, LANES):
             if with_arg:
-                scan_argmax(xf, at + l0, width * block, block, r1 - r0, c1 - c0, bv.reshape(-1),
-                            b * pitch + l0, bi.reshape(-1), b * pitch + l0, r0 * width + c0,
-                            width, LANES)  # fmt: skip
+                scan_argmax(xflat, at + l0, width * block, block, r1 - r0, c1 - c0, bvf,
+                            b * pitch + l0, bif, b * pitch + l0, r0 * width + c0, width,
+                            LANES)  # fmt: skip
             else:
-                scan_max(xf, at + l0, width * block, block, r1 - r0, c1 - c0, bv.reshape(-1),
+                scan_max(xflat, at + l0, width * block, block, r1 - r0, c1 - c0, bvf,
                          b * pitch + l0, LANES)  # fmt: skip
         return
     dst = bv[b]
@@ -151,14 +156,13 @@ def _scan(x, bv, bi, b, r0, r1, c0, c1, with_arg, nan_aware):
 
 
 @njit(inline="always")
-def _merge(bv, bi, b, first, f, m, block, with_arg, nan_aware):
+def _merge(bv, bvf, bi, b, first, f, m, block, with_arg, nan_aware):
     """Bin ``b`` of a coarse level from the ``f x f`` bins of level ``m`` from bin ``first``:
     larger wins, NaN beats numbers, ties go to the lower cell index."""
     if not with_arg and not nan_aware and block % LANES == 0:
         pitch = bv.shape[1]
-        flat = bv.reshape(-1)
         for l0 in range(0, block, LANES):
-            scan_max(flat, first * pitch + l0, m * pitch, pitch, f, f, flat, b * pitch + l0, LANES)
+            scan_max(bvf, first * pitch + l0, m * pitch, pitch, f, f, bvf, b * pitch + l0, LANES)
         return
     for ch in range(block):
         bv[b, ch] = bv[first, ch]
@@ -195,14 +199,13 @@ def _merge(bv, bi, b, first, f, m, block, with_arg, nan_aware):
 
 
 @njit(inline="always")
-def _write_block(out, k, buf, c_lo, cb, channels, lev_n, lev_bin, occ_lev, occ_bin):
+def _write_block(out, k, buf, flat, c_lo, cb, channels, lev_n, lev_bin, occ_lev, occ_bin):
     """Channels ``c_lo .. c_lo + cb`` of the scratch bins ``buf`` [B', block] into row ``k`` of
     ``out`` in (C, n, n) blocks, every occurrence of every level. Per 8 channels the output is
     one contiguous run of ``8 * n * n`` values: 8 x 8 tiles of (bins, channels) by SIMD
     shuffles, then the last ``n * n % 8`` bins as one narrower tile (one store of the whole run
     when ``n * n < 8``); only channels past the last 8 go one by one."""
     row = out[k]
-    flat = buf.reshape(-1)
     pitch = buf.shape[1]
     for o in range(occ_lev.shape[0]):
         lv = occ_lev[o]

@@ -1,6 +1,6 @@
 """The register scan of the numba max kernel (sppnet/ops/_numba_scan.py), alone against numpy and
-inside roi_spp where it runs (channel blocks of a multiple of LANES, bins of REGISTER_CELLS or
-more cells, no NaN), on tie-heavy maps, bit for bit against the torch path."""
+inside roi_spp where it runs (channel blocks of a multiple of LANES, no NaN), on tie-heavy maps,
+bit for bit against the torch path."""
 
 from __future__ import annotations
 
@@ -76,13 +76,13 @@ def test_scan_refuses_mixed_dtypes():
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("channels", [_numba_max.LANES, 2 * _numba_max.CHANNEL_BLOCK])
 def test_register_path_bit_for_bit_on_ties(channels, dtype):
-    """Integer-valued post-ReLU maps (ties in most bins) and boxes large enough for bins of
-    REGISTER_CELLS or more cells: values, and gradients (the arg-max), as the torch path, for
-    nested pyramids (register merges) and levels read from the map only."""
+    """Integer-valued post-ReLU maps (ties in most bins), boxes of every size (whole-map ones
+    among them): values, and gradients (the arg-max), as the torch path, for nested pyramids
+    (register merges) and levels read from the map only."""
     gen = torch.Generator().manual_seed(channels)
     x = torch.randint(-2, 3, (1, channels, 24, 31), generator=gen).to(dtype).relu()
     boxes = make_boxes(gen, 40, 1, 24, 31, 16.0)
-    boxes[:10, 1:] = torch.tensor([0.0, 0.0, 31 * 16.0, 24 * 16.0])  # whole map: bins of 16+
+    boxes[:10, 1:] = torch.tensor([0.0, 0.0, 31 * 16.0, 24 * 16.0])  # whole map: large bins
     for levels in ((4, 2, 1), (6, 3, 2, 1), (3, 2)):
         (out_t, grad_t), (out_n, grad_n) = both_backends(x, boxes, levels, 1 / 16, "max", "paper")
         assert_identical(out_n, out_t)
