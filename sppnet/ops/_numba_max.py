@@ -26,6 +26,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from sppnet.ops._numba_pages import populate_rows
 from sppnet.ops._numba_scan import scan_argmax, scan_max
 from sppnet.ops._numba_transpose import TILE, transpose8, transpose_rows
 
@@ -34,6 +35,7 @@ _OPTIONS = {"cache": True, "nogil": True, "error_model": "numpy"}
 CHANNEL_BLOCK = 256  # channels per block of the map
 _PAD = 16  # elements of padding per scratch row
 LANES = 128  # channels whose running maximum one register scan holds (scan_max)
+POPULATE_ROWS = 16  # output rows faulted in at once, just before they are written
 
 
 @njit(**_OPTIONS)
@@ -61,6 +63,9 @@ def max_forward(
         c_lo = blk * block
         cb = min(block, channels - c_lo)
         for k in range(lo, hi):
+            if blk == 0 and (k - lo) % POPULATE_ROWS == 0:
+                populate_rows(out, k, min(k + POPULATE_ROWS, hi))
+                populate_rows(arg, k, min(k + POPULATE_ROWS, hi))
             img = image[k]
             for lv in range(lev_n.shape[0]):
                 n = lev_n[lv]
