@@ -36,6 +36,7 @@ CHANNEL_BLOCK = 256  # channels per block of the map
 _PAD = 16  # elements of padding per scratch row
 LANES = 128  # channels whose running maximum one register scan holds (scan_max)
 POPULATE_ROWS = 16  # output rows faulted in at once, just before they are written
+POPULATE_BYTES = 1 << 16  # and at least this many bytes of rows a call (tiny rows: fewer calls)
 
 
 @njit(**_OPTIONS)
@@ -58,14 +59,15 @@ def max_forward(
     xflat = xb.reshape(-1)
     bvf = bv.reshape(-1)
     bif = bi.reshape(-1)
+    step = max(POPULATE_ROWS, -(-POPULATE_BYTES // max(1, out.shape[1] * out.itemsize)))
     for blk in range(xb.shape[0]):
         x = xb[blk]
         c_lo = blk * block
         cb = min(block, channels - c_lo)
         for k in range(lo, hi):
-            if blk == 0 and (k - lo) % POPULATE_ROWS == 0:
-                populate_rows(out, k, min(k + POPULATE_ROWS, hi))
-                populate_rows(arg, k, min(k + POPULATE_ROWS, hi))
+            if blk == 0 and (k - lo) % step == 0:
+                populate_rows(out, k, min(k + step, hi))
+                populate_rows(arg, k, min(k + step, hi))
             img = image[k]
             for lv in range(lev_n.shape[0]):
                 n = lev_n[lv]
