@@ -211,3 +211,35 @@ def _reverse_cumsum_into(a, grad):
         for h in range(1, hp1):
             for w in range(1, wp1):
                 grad[img, h - 1, w - 1] = a[img, h, w]
+
+
+@njit(**_OPTIONS)
+def paper_edges(coords, scale, height, width, lev_n, edge, rs, re, cs, ce):
+    """The paper mapping's bins of every distinct level into ``rs, re, cs, ce`` [K, T], the same
+    arithmetic as :func:`sppnet.ops._bins.paper_window` and :func:`~sppnet.ops._bins.exact_bins`
+    (float64 products, integer floor divisions), so the same cells. ``coords`` [K, 4] float64
+    ``(x1, y1, x2, y2)`` in image pixels."""
+    for k in range(coords.shape[0]):
+        r0, r1 = _paper_window(coords[k, 1], coords[k, 3], scale, height)
+        c0, c1 = _paper_window(coords[k, 0], coords[k, 2], scale, width)
+        for lv in range(lev_n.shape[0]):
+            n = lev_n[lv]
+            e = edge[lv]
+            for i in range(n):
+                rs[k, e + i] = r0 + i * (r1 - r0) // n
+                re[k, e + i] = r0 - (-(i + 1) * (r1 - r0)) // n
+                cs[k, e + i] = c0 + i * (c1 - c0) // n
+                ce[k, e + i] = c0 - (-(i + 1) * (c1 - c0)) // n
+
+
+@njit(inline="always")
+def _paper_window(lo, hi, scale, size):
+    """``[first, last + 1)``: the cells of one axis, as :func:`sppnet.ops._bins.paper_window`."""
+    top = float(size - 1)
+    first = min(max(np.floor(lo * scale) + 1, 0.0), top)
+    last = min(max(np.ceil(hi * scale) - 1, 0.0), top)
+    if first > last:
+        centre = min(max(np.floor((lo * 0.5 + hi * 0.5) * scale + 0.5), 0.0), top)
+        first = centre
+        last = centre
+    return np.int64(first), np.int64(last) + 1

@@ -4,7 +4,10 @@ shared arguments).
 Per region and per block of channels, each bin of the finest level read from the map is scanned
 cell by cell in row-major order (rows, then columns: no index arithmetic per cell), the channel
 loop innermost and vectorised, the running maximum (and arg-max) updated in place in a scratch
-row of ``block`` channels; coarser levels that nest in a finer one are merged from its bins; the
+row of ``block`` channels; for a map holding no NaN (and blocks of a multiple of ``LANES``
+channels) the running maximum of ``LANES`` channels stays in vector registers instead
+(:func:`._numba_scan.scan_max`, stored once per bin). Coarser levels that nest in a finer one are
+merged from its bins (values only: the same register scan over the finer bins); the
 block is then written, transposed (8 x 8 tiles by SIMD shuffles, :mod:`._numba_transpose`),
 straight into its final ``(C, n, n)`` place of the output.
 
@@ -23,12 +26,17 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from sppnet.ops._numba_transpose import TILE, transpose8
+from sppnet.ops._numba_pages import populate_rows
+from sppnet.ops._numba_scan import scan_argmax, scan_max
+from sppnet.ops._numba_transpose import TILE, transpose8, transpose_rows
 
 _OPTIONS = {"cache": True, "nogil": True, "error_model": "numpy"}
 
 CHANNEL_BLOCK = 256  # channels per block of the map
 _PAD = 16  # elements of padding per scratch row
+LANES = 128  # channels whose running maximum one register scan holds (scan_max)
+POPULATE_ROWS = 16  # output rows faulted in at once, just before they are written
+POPULATE_BYTES = 1 << 16  # and at least this many bytes of rows a call (tiny rows: fewer calls)
 
 
 @njit(**_OPTIONS)
@@ -47,11 +55,19 @@ def max_forward(
     # reads of _write_block over the cache sets.
     bv = np.empty((total, block + _PAD), dtype=xb.dtype)
     bi = np.empty((total if with_arg else 0, block + _PAD), dtype=np.int32)
+    # Flat views made once (a reshape per bin costs a helper call, a large part of a small bin)
+    xflat = xb.reshape(-1)
+    bvf = bv.reshape(-1)
+    bif = bi.reshape(-1)
+    step = max(POPULATE_ROWS, -(-POPULATE_BYTES // max(1, out.shape[1] * out.itemsize)))
     for blk in range(xb.shape[0]):
         x = xb[blk]
         c_lo = blk * block
         cb = min(block, channels - c_lo)
         for k in range(lo, hi):
+            if blk == 0 and (k - lo) % step == 0:
+                populate_rows(out, k, min(k + step, hi))
+                populate_rows(arg, k, min(k + step, hi))
             img = image[k]
             for lv in range(lev_n.shape[0]):
                 n = lev_n[lv]
@@ -64,7 +80,7 @@ def max_forward(
                             m = lev_n[src]
                             f = m // n
                             first = lev_bin[src] + f * i * m + f * j
-                            _merge(bv, bi, b, first, f, m, block, with_arg, nan_aware)
+                            _merge(bv, bvf, bi, b, first, f, m, block, with_arg, nan_aware)
                             continue
                         r0, r1 = rs[k, e + i], re[k, e + i]
                         c0, c1 = cs[k, e + j], ce[k, e + j]
@@ -73,10 +89,12 @@ def max_forward(
                             if with_arg:
                                 bi[b, :block] = height * width
                             continue
-                        _scan(x[img], bv, bi, b, r0, r1, c0, c1, with_arg, nan_aware)
-            _write_block(out, k, bv, c_lo, cb, channels, lev_n, lev_bin, occ_lev, occ_bin)
+                        x_at = (blk * xb.shape[1] + img) * height * width * block
+                        _scan(x[img], xflat, x_at, bv, bvf, bi, bif, b, r0, r1, c0, c1, with_arg,
+                              nan_aware)  # fmt: skip
+            _write_block(out, k, bv, bvf, c_lo, cb, channels, lev_n, lev_bin, occ_lev, occ_bin)
             if with_arg:
-                _write_block(arg, k, bi, c_lo, cb, channels, lev_n, lev_bin, occ_lev, occ_bin)
+                _write_block(arg, k, bi, bif, c_lo, cb, channels, lev_n, lev_bin, occ_lev, occ_bin)
 
 
 @njit(inline="always")
@@ -88,11 +106,24 @@ def _channels(out, occ_lev, occ_bin, lev_n):
 
 
 @njit(inline="always")
-def _scan(x, bv, bi, b, r0, r1, c0, c1, with_arg, nan_aware):
+def _scan(x, xflat, x_at, bv, bvf, bi, bif, b, r0, r1, c0, c1, with_arg, nan_aware):
     """Max (and arg-max) over rows ``[r0, r1)`` x columns ``[c0, c1)`` of ``x`` [H, W, block]
-    into ``bv[b]`` (``bi[b]``), cells in row-major order."""
+    into ``bv[b]`` (``bi[b]``), cells in row-major order. ``xflat``, ``bvf``, ``bif``: flat views
+    of the whole map (``x`` starting at ``x_at``), ``bv`` and ``bi``."""
     width = x.shape[1]
     block = x.shape[2]
+    if not nan_aware and block % LANES == 0:
+        pitch = bv.shape[1]
+        at = x_at + (r0 * width + c0) * block
+        for l0 in range(0, block, LANES):
+            if with_arg:
+                scan_argmax(xflat, at + l0, width * block, block, r1 - r0, c1 - c0, bvf,
+                            b * pitch + l0, bif, b * pitch + l0, r0 * width + c0, width,
+                            LANES)  # fmt: skip
+            else:
+                scan_max(xflat, at + l0, width * block, block, r1 - r0, c1 - c0, bvf,
+                         b * pitch + l0, LANES)  # fmt: skip
+        return
     dst = bv[b]
     first = x[r0, c0]
     for ch in range(block):
@@ -132,9 +163,14 @@ def _scan(x, bv, bi, b, r0, r1, c0, c1, with_arg, nan_aware):
 
 
 @njit(inline="always")
-def _merge(bv, bi, b, first, f, m, block, with_arg, nan_aware):
+def _merge(bv, bvf, bi, b, first, f, m, block, with_arg, nan_aware):
     """Bin ``b`` of a coarse level from the ``f x f`` bins of level ``m`` from bin ``first``:
     larger wins, NaN beats numbers, ties go to the lower cell index."""
+    if not with_arg and not nan_aware and block % LANES == 0:
+        pitch = bv.shape[1]
+        for l0 in range(0, block, LANES):
+            scan_max(bvf, first * pitch + l0, m * pitch, pitch, f, f, bvf, b * pitch + l0, LANES)
+        return
     for ch in range(block):
         bv[b, ch] = bv[first, ch]
     if with_arg:
@@ -170,12 +206,13 @@ def _merge(bv, bi, b, first, f, m, block, with_arg, nan_aware):
 
 
 @njit(inline="always")
-def _write_block(out, k, buf, c_lo, cb, channels, lev_n, lev_bin, occ_lev, occ_bin):
+def _write_block(out, k, buf, flat, c_lo, cb, channels, lev_n, lev_bin, occ_lev, occ_bin):
     """Channels ``c_lo .. c_lo + cb`` of the scratch bins ``buf`` [B', block] into row ``k`` of
-    ``out`` in (C, n, n) blocks, every occurrence of every level: 8 x 8 tiles of (bins,
-    channels) by SIMD shuffles, the bins and channels past the last whole tile one by one."""
+    ``out`` in (C, n, n) blocks, every occurrence of every level. Per 8 channels the output is
+    one contiguous run of ``8 * n * n`` values: 8 x 8 tiles of (bins, channels) by SIMD
+    shuffles, then the last ``n * n % 8`` bins as one narrower tile (one store of the whole run
+    when ``n * n < 8``); only channels past the last 8 go one by one."""
     row = out[k]
-    flat = buf.reshape(-1)
     pitch = buf.shape[1]
     for o in range(occ_lev.shape[0]):
         lv = occ_lev[o]
@@ -187,7 +224,71 @@ def _write_block(out, k, buf, c_lo, cb, channels, lev_n, lev_bin, occ_lev, occ_b
         for c0 in range(0, chans8, TILE):
             for t0 in range(0, bins8, TILE):
                 transpose8(row, col + c0 * n2 + t0, n2, flat, (base + t0) * pitch + c0, pitch)
-        for ch in range(cb):
-            first = bins8 if ch < chans8 else 0
-            for t in range(first, n2):
+            if bins8 < n2:
+                at = col + c0 * n2 + bins8
+                _tail(row, at, n2, flat, (base + bins8) * pitch + c0, pitch, n2 - bins8)
+        for ch in range(chans8, cb):
+            for t in range(n2):
                 row[col + ch * n2 + t] = buf[base + t, ch]
+
+
+@njit(inline="always")
+def _tail(dst, at, stride, src, src_at, pitch, rows):
+    """``transpose_rows`` for a run-time ``rows`` in 1 .. 7 (packed when ``stride == rows``)."""
+    if stride == rows:
+        if rows == 1:
+            transpose_rows(dst, at, stride, src, src_at, pitch, 1, True)
+        elif rows == 2:
+            transpose_rows(dst, at, stride, src, src_at, pitch, 2, True)
+        elif rows == 3:
+            transpose_rows(dst, at, stride, src, src_at, pitch, 3, True)
+        elif rows == 4:
+            transpose_rows(dst, at, stride, src, src_at, pitch, 4, True)
+        elif rows == 5:
+            transpose_rows(dst, at, stride, src, src_at, pitch, 5, True)
+        elif rows == 6:
+            transpose_rows(dst, at, stride, src, src_at, pitch, 6, True)
+        else:
+            transpose_rows(dst, at, stride, src, src_at, pitch, 7, True)
+    elif rows == 1:
+        transpose_rows(dst, at, stride, src, src_at, pitch, 1, False)
+    elif rows == 2:
+        transpose_rows(dst, at, stride, src, src_at, pitch, 2, False)
+    elif rows == 3:
+        transpose_rows(dst, at, stride, src, src_at, pitch, 3, False)
+    elif rows == 4:
+        transpose_rows(dst, at, stride, src, src_at, pitch, 4, False)
+    elif rows == 5:
+        transpose_rows(dst, at, stride, src, src_at, pitch, 5, False)
+    elif rows == 6:
+        transpose_rows(dst, at, stride, src, src_at, pitch, 6, False)
+    else:
+        transpose_rows(dst, at, stride, src, src_at, pitch, 7, False)
+
+
+@njit(**_OPTIONS)
+def channel_blocks(x, xb):
+    """The map ``x`` [N, C, H * W] (C-contiguous) into ``xb`` [C / block, N, H * W, block]
+    (channels-last blocks; channels past C, in a padded last block, set to 0): 8 x 8 tiles by
+    SIMD shuffles, the cells and channels past the last whole tile one by one."""
+    n_img, channels, cells = x.shape
+    blocks, _, _, block = xb.shape
+    src = x.reshape(-1)
+    dst = xb.reshape(-1)
+    cells8 = cells - cells % TILE
+    for blk in range(blocks):
+        c_lo = blk * block
+        cb = min(block, channels - c_lo)
+        chans8 = cb - cb % TILE
+        for img in range(n_img):
+            s0 = (img * channels + c_lo) * cells  # x[img, c_lo, 0]
+            d0 = (blk * n_img + img) * cells * block  # xb[blk, img, 0, 0]
+            for c0 in range(0, chans8, TILE):
+                for p0 in range(0, cells8, TILE):
+                    transpose8(dst, d0 + p0 * block + c0, block, src, s0 + c0 * cells + p0, cells)
+            for p in range(cells):
+                first = chans8 if p < cells8 else 0
+                for ch in range(first, cb):
+                    dst[d0 + p * block + ch] = src[s0 + ch * cells + p]
+                for ch in range(cb, block):
+                    dst[d0 + p * block + ch] = 0

