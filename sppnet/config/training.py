@@ -69,6 +69,9 @@ class TrainingConfig(Serializable):
             inversion (``255 - image``) in an augmented batch.
         augment_hflip: also mirror augmented images with probability 1/2 (their proposals and
             ground-truth boxes with them); off for classes without mirror symmetry (digits).
+        augment_blur / augment_noise: probabilities of a Gaussian blur (sigma 0.5-1.5 px) and of
+            Gaussian noise (sigma 2-10 grey levels) in an augmented batch; 0 (the default) draws
+            nothing for them.
         amp: mixed precision of the gradient stages (``"off"``, ``"bf16"``, ``"fp16"``: see
             :data:`sppnet.utils.amp.AMP_MODES`); the feature cache, the SVMs and the box
             regression always run in float32.
@@ -117,6 +120,8 @@ class TrainingConfig(Serializable):
     augment_greyscale: float = 0.1
     augment_invert: float = 0.2
     augment_hflip: bool = False
+    augment_blur: float = 0.0
+    augment_noise: float = 0.0
 
     def __post_init__(self) -> None:
         self.stages = tuple(self.stages)
@@ -167,6 +172,8 @@ class TrainingConfig(Serializable):
             ("augment_hue", 0.5),
             ("augment_greyscale", 1.0),
             ("augment_invert", 1.0),
+            ("augment_blur", 1.0),
+            ("augment_noise", 1.0),
         ):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)):

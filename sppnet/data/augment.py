@@ -14,6 +14,7 @@ Horizontal flipping is off unless asked for: it turns a digit into something tha
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -25,14 +26,18 @@ __all__ = [
     "AugmentConfig",
     "ColorJitter",
     "Compose",
+    "RandomBlur",
     "RandomGreyscale",
     "RandomHorizontalFlip",
     "RandomInvert",
+    "RandomNoise",
+    "add_noise",
     "adjust_brightness",
     "adjust_contrast",
     "adjust_hue",
     "adjust_saturation",
     "build_augment",
+    "gaussian_blur",
     "hflip",
     "hflip_boxes",
     "invert",
@@ -83,6 +88,26 @@ def invert(image: Tensor) -> Tensor:
     """``255 - image``: light ink on a dark ground becomes dark ink on a light one."""
     _check_image(image, "invert")
     return 255 - image
+
+
+def gaussian_blur(image: Tensor, sigma: float) -> Tensor:
+    """Gaussian blur of standard deviation ``sigma`` pixels (> 0), kernel ``2 * ceil(3 sigma) + 1``
+    wide, borders reflected: soft edges, as of ink blended into paper or an out-of-focus lens."""
+    _check_image(image, "gaussian_blur")
+    if not sigma > 0:
+        raise ValueError(f"gaussian_blur: sigma must be > 0, got {sigma}")
+    size = 2 * math.ceil(3 * sigma) + 1
+    return TF.gaussian_blur(image, [size, size], [sigma, sigma])
+
+
+def add_noise(image: Tensor, sigma: float, generator: torch.Generator) -> Tensor:
+    """``image`` plus Gaussian noise of ``sigma`` grey levels (>= 0) per pixel and channel,
+    drawn from ``generator``, rounded and clipped to 0..255."""
+    _check_image(image, "add_noise")
+    if not sigma >= 0:
+        raise ValueError(f"add_noise: sigma must be >= 0, got {sigma}")
+    noise = torch.randn(image.shape, generator=generator, dtype=torch.float32) * sigma
+    return (image.float() + noise).round_().clamp_(0, 255).to(torch.uint8)
 
 
 def hflip_boxes(boxes: Tensor, width: int) -> Tensor:
@@ -172,6 +197,44 @@ class RandomInvert:
         return (invert(image) if _chance(generator, self.p) else image), boxes
 
 
+class RandomBlur:
+    """:func:`gaussian_blur` with probability ``p``, sigma drawn from ``sigma`` (pixels)."""
+
+    def __init__(self, p: float, sigma: tuple[float, float] = (0.5, 1.5)) -> None:
+        self.p = _probability(p, "RandomBlur")
+        if not 0 < sigma[0] <= sigma[1]:
+            raise ValueError(
+                f"RandomBlur: sigma must be (low, high) with 0 < low <= high, got {sigma}"
+            )
+        self.sigma = (float(sigma[0]), float(sigma[1]))
+
+    def __call__(
+        self, image: Tensor, boxes: Tensor | None, generator: torch.Generator
+    ) -> tuple[Tensor, Tensor | None]:
+        if _chance(generator, self.p):
+            image = gaussian_blur(image, _uniform(generator, *self.sigma))
+        return image, boxes
+
+
+class RandomNoise:
+    """:func:`add_noise` with probability ``p``, sigma drawn from ``sigma`` (grey levels)."""
+
+    def __init__(self, p: float, sigma: tuple[float, float] = (2.0, 10.0)) -> None:
+        self.p = _probability(p, "RandomNoise")
+        if not 0 <= sigma[0] <= sigma[1]:
+            raise ValueError(
+                f"RandomNoise: sigma must be (low, high) with 0 <= low <= high, got {sigma}"
+            )
+        self.sigma = (float(sigma[0]), float(sigma[1]))
+
+    def __call__(
+        self, image: Tensor, boxes: Tensor | None, generator: torch.Generator
+    ) -> tuple[Tensor, Tensor | None]:
+        if _chance(generator, self.p):
+            image = add_noise(image, _uniform(generator, *self.sigma), generator)
+        return image, boxes
+
+
 class RandomHorizontalFlip:
     """:func:`hflip` of the image and its boxes with probability ``p``."""
 
@@ -228,16 +291,26 @@ class AugmentConfig:
     invert: float = 0.2
     horizontal_flip: bool = False
     """Flip images and boxes with probability 1/2; only for classes with mirror symmetry."""
+    blur: float = 0.0
+    """Probability of a Gaussian blur, sigma 0.5-1.5 px (:class:`RandomBlur`)."""
+    noise: float = 0.0
+    """Probability of Gaussian noise, sigma 2-10 grey levels (:class:`RandomNoise`)."""
 
 
 def build_augment(config: AugmentConfig | None = None, seed: int = 0) -> Compose:
-    """Colour jitter, then greyscale, then polarity inversion, then (if enabled) the flip."""
+    """Colour jitter, then greyscale, then polarity inversion, then blur and noise (each only
+    when its probability is > 0, so a recipe without them draws exactly what it drew before they
+    existed), then (if enabled) the flip."""
     config = config or AugmentConfig()
     transforms: list = [
         ColorJitter(config.brightness, config.contrast, config.saturation, config.hue),
         RandomGreyscale(config.greyscale),
         RandomInvert(config.invert),
     ]
+    if config.blur > 0:
+        transforms.append(RandomBlur(config.blur))
+    if config.noise > 0:
+        transforms.append(RandomNoise(config.noise))
     if config.horizontal_flip:
         transforms.append(RandomHorizontalFlip(0.5))
     return Compose(transforms, seed)

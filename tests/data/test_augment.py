@@ -5,14 +5,18 @@ from sppnet.data.augment import (
     AugmentConfig,
     ColorJitter,
     Compose,
+    RandomBlur,
     RandomGreyscale,
     RandomHorizontalFlip,
     RandomInvert,
+    RandomNoise,
+    add_noise,
     adjust_brightness,
     adjust_contrast,
     adjust_hue,
     adjust_saturation,
     build_augment,
+    gaussian_blur,
     hflip,
     hflip_boxes,
     invert,
@@ -129,3 +133,43 @@ def test_bad_input_is_an_error():
         ColorJitter(brightness=1.5)
     with pytest.raises(ValueError, match="p must be"):
         RandomInvert(1.2)
+
+
+def test_gaussian_blur_smooths_and_keeps_a_flat_image():
+    flat = torch.full((3, 9, 9), 77, dtype=torch.uint8)
+    assert torch.equal(gaussian_blur(flat, 1.0), flat)
+    spike = torch.zeros(3, 9, 9, dtype=torch.uint8)
+    spike[:, 4, 4] = 255
+    blurred = gaussian_blur(spike, 1.0).float()
+    # The peak spreads: lower at the centre, non-zero at the neighbours, symmetric.
+    assert 0 < blurred[0, 4, 4] < 255 and blurred[0, 4, 5] > 0
+    assert torch.equal(blurred[:, 4, 3], blurred[:, 4, 5]) and torch.equal(blurred[0], blurred[2])
+    with pytest.raises(ValueError, match="sigma"):
+        gaussian_blur(spike, 0.0)
+
+
+def test_add_noise_is_seeded_clipped_and_of_the_given_spread():
+    image = torch.full((3, 64, 64), 128, dtype=torch.uint8)
+    a = add_noise(image, 5.0, torch.Generator().manual_seed(1))
+    b = add_noise(image, 5.0, torch.Generator().manual_seed(1))
+    assert torch.equal(a, b) and a.dtype == torch.uint8
+    assert 4.5 < (a.float() - 128).std().item() < 5.5
+    white = torch.full((3, 8, 8), 255, dtype=torch.uint8)
+    assert add_noise(white, 50.0, torch.Generator().manual_seed(2)).max().item() == 255
+    assert torch.equal(add_noise(image, 0.0, torch.Generator()), image)
+
+
+def test_blur_and_noise_only_when_asked_for():
+    image, boxes = _image(16, 16), torch.tensor([[1.0, 1.0, 5.0, 5.0]])
+    # Without them the recipe draws what it drew before they existed: same output, same RNG.
+    g1, g2 = torch.Generator().manual_seed(3), torch.Generator().manual_seed(3)
+    default = build_augment(AugmentConfig())(image, boxes, g1)[0]
+    explicit = build_augment(AugmentConfig(blur=0.0, noise=0.0))(image, boxes, g2)[0]
+    assert torch.equal(default, explicit) and torch.equal(g1.get_state(), g2.get_state())
+    only = AugmentConfig(0, 0, 0, 0, 0, 0, blur=1.0, noise=1.0)
+    out, out_boxes = build_augment(only)(image, boxes, torch.Generator().manual_seed(4))
+    assert not torch.equal(out, image) and torch.equal(out_boxes, boxes)
+    assert torch.equal(RandomBlur(0.0)(image, None, torch.Generator())[0], image)
+    assert torch.equal(RandomNoise(0.0)(image, None, torch.Generator())[0], image)
+    with pytest.raises(ValueError, match="sigma"):
+        RandomBlur(0.5, sigma=(2.0, 1.0))

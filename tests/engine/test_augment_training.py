@@ -132,6 +132,10 @@ def test_batch_augment_follows_the_config():
     names = [type(t).__name__ for t in aug.transforms]
     assert names == ["ColorJitter", "RandomGreyscale", "RandomInvert", "RandomHorizontalFlip"]
     assert aug.transforms[2].p == 0.0 and aug.transforms[0].hue == 0.1
+    both = batch_augment(TrainingConfig(augment_prob=1.0, augment_blur=0.3, augment_noise=0.2))
+    names = [type(t).__name__ for t in both.transforms]
+    assert names[3:] == ["RandomBlur", "RandomNoise"]
+    assert both.transforms[3].p == 0.3 and both.transforms[4].p == 0.2
 
 
 @pytest.mark.parametrize(
@@ -143,6 +147,8 @@ def test_batch_augment_follows_the_config():
         ("augment_invert", "often", "augment_invert must be a number"),
         ("augment_greyscale", True, "augment_greyscale must be a number"),
         ("augment_hflip", 1, "augment_hflip must be true or false"),
+        ("augment_blur", 1.2, r"augment_blur must be in \[0, 1.0\]"),
+        ("augment_noise", -0.5, "augment_noise"),
     ],
 )
 def test_config_validation(field, value, match):

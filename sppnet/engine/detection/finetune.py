@@ -276,6 +276,8 @@ def batch_augment(cfg: TrainingConfig) -> Compose | None:
             greyscale=cfg.augment_greyscale,
             invert=cfg.augment_invert,
             horizontal_flip=cfg.augment_hflip,
+            blur=cfg.augment_blur,
+            noise=cfg.augment_noise,
         )
     )
 
