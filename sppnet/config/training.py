@@ -72,6 +72,10 @@ class TrainingConfig(Serializable):
         augment_blur / augment_noise: probabilities of a Gaussian blur (sigma 0.5-1.5 px) and of
             Gaussian noise (sigma 2-10 grey levels) in an augmented batch; 0 (the default) draws
             nothing for them.
+        augment_mixup: probability that an image of an augmented batch is mixed with another
+            training image (:func:`sppnet.data.augment.mixup`, weight 0.3-0.7, the other image
+            resized to its size), both images' objects kept as targets and both images'
+            proposals used; 0 (the default) draws nothing for it.
         amp: mixed precision of the gradient stages (``"off"``, ``"bf16"``, ``"fp16"``: see
             :data:`sppnet.utils.amp.AMP_MODES`); the feature cache, the SVMs and the box
             regression always run in float32.
@@ -122,6 +126,7 @@ class TrainingConfig(Serializable):
     augment_hflip: bool = False
     augment_blur: float = 0.0
     augment_noise: float = 0.0
+    augment_mixup: float = 0.0
 
     def __post_init__(self) -> None:
         self.stages = tuple(self.stages)
@@ -174,6 +179,7 @@ class TrainingConfig(Serializable):
             ("augment_invert", 1.0),
             ("augment_blur", 1.0),
             ("augment_noise", 1.0),
+            ("augment_mixup", 1.0),
         ):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)):

@@ -41,8 +41,14 @@ __all__ = [
     "hflip",
     "hflip_boxes",
     "invert",
+    "mixup",
+    "scale_boxes",
     "to_greyscale",
 ]
+
+MIXUP_WEIGHTS = (0.3, 0.7)
+"""Range of the weight of the first image in a training mixup (:func:`mixup`): both images'
+objects keep 30-70 % of their contrast over the other image's ground."""
 
 
 def _check_image(image: Tensor, name: str) -> None:
@@ -125,6 +131,37 @@ def hflip(image: Tensor, boxes: Tensor | None = None) -> tuple[Tensor, Tensor | 
     _check_image(image, "hflip")
     flipped = image.flip(-1)
     return flipped, None if boxes is None else hflip_boxes(boxes, image.shape[-1])
+
+
+def scale_boxes(boxes: Tensor, from_size: tuple[int, int], to_size: tuple[int, int]) -> Tensor:
+    """Boxes ``Tensor[G, 4]`` xyxy of an image of ``from_size = (H, W)`` pixels, mapped onto the
+    same image resized to ``to_size = (H', W')``: x times ``W' / W``, y times ``H' / H``."""
+    if boxes.dim() != 2 or boxes.shape[-1] != 4:
+        raise ValueError(f"scale_boxes: expected Tensor[G, 4] boxes, got {tuple(boxes.shape)}")
+    (h, w), (h2, w2) = from_size, to_size
+    if min(h, w, h2, w2) <= 0:
+        raise ValueError(f"scale_boxes: sizes must be positive, got {from_size} -> {to_size}")
+    factors = boxes.new_tensor([w2 / w, h2 / h, w2 / w, h2 / h])
+    return boxes * factors
+
+
+def mixup(image: Tensor, other: Tensor, weight: float) -> Tensor:
+    """``weight * image + (1 - weight) * other``, rounded to uint8, with ``other`` first resized
+    (bilinear, antialiased) to ``image``'s size; map ``other``'s boxes with :func:`scale_boxes`.
+
+    Mixup for detection (Zhang et al. 2019, "Bag of Freebies for Training Object Detection
+    Neural Networks"; YOLOX): both images' objects are kept as targets, each now at a fraction
+    of its contrast and over the other image's texture.
+    """
+    _check_image(image, "mixup")
+    _check_image(other, "mixup")
+    if not 0.0 <= weight <= 1.0:
+        raise ValueError(f"mixup: weight must be in [0, 1], got {weight}")
+    size = list(image.shape[-2:])
+    if list(other.shape[-2:]) != size:
+        other = TF.resize(other, size, antialias=True)
+    mixed = weight * image.float() + (1.0 - weight) * other.float()
+    return mixed.round_().clamp_(0, 255).to(torch.uint8)
 
 
 def _uniform(generator: torch.Generator, low: float, high: float) -> float:

@@ -20,6 +20,8 @@ from sppnet.data.augment import (
     hflip,
     hflip_boxes,
     invert,
+    mixup,
+    scale_boxes,
     to_greyscale,
 )
 
@@ -173,3 +175,27 @@ def test_blur_and_noise_only_when_asked_for():
     assert torch.equal(RandomNoise(0.0)(image, None, torch.Generator())[0], image)
     with pytest.raises(ValueError, match="sigma"):
         RandomBlur(0.5, sigma=(2.0, 1.0))
+
+
+def test_mixup_blends_and_resizes_the_other_image():
+    a = torch.full((3, 5, 7), 100, dtype=torch.uint8)
+    b = torch.full((3, 9, 4), 201, dtype=torch.uint8)
+    mixed = mixup(a, b, 0.25)
+    assert mixed.shape == (3, 5, 7) and mixed.dtype == torch.uint8
+    assert (mixed == 176).all()  # 0.25 * 100 + 0.75 * 201 = 175.75
+    assert torch.equal(mixup(a, b, 1.0), a)
+    ramp = torch.arange(7, dtype=torch.uint8).mul(30).expand(3, 5, 7).contiguous()
+    assert torch.equal(mixup(a, ramp, 0.0), ramp)  # same size: no resize
+    with pytest.raises(ValueError, match="weight must be in"):
+        mixup(a, b, 1.5)
+    with pytest.raises(ValueError, match="mixup: expected an image"):
+        mixup(a, b.float(), 0.5)
+
+
+def test_scale_boxes_odd_sizes():
+    boxes = torch.tensor([[0.0, 0.0, 7.0, 5.0], [1.0, 2.0, 3.0, 4.0]])
+    scaled = scale_boxes(boxes, (5, 7), (10, 3))
+    assert torch.allclose(scaled, torch.tensor([[0.0, 0.0, 3.0, 10.0], [3 / 7, 4.0, 9 / 7, 8.0]]))
+    assert scale_boxes(torch.zeros(0, 4), (5, 7), (10, 3)).shape == (0, 4)
+    with pytest.raises(ValueError, match="sizes must be positive"):
+        scale_boxes(boxes, (0, 7), (10, 3))

@@ -8,7 +8,7 @@ from test_prefix_cache import _detector, _toy_data
 
 from sppnet.config import TrainingConfig
 from sppnet.data.augment import Compose, RandomHorizontalFlip, RandomInvert
-from sppnet.engine.detection import finetune_end_to_end
+from sppnet.engine.detection import DetectionSet, finetune_end_to_end
 from sppnet.engine.detection.finetune import augmented_batch, batch_augment
 from sppnet.models.heads import SoftmaxHead
 
@@ -126,6 +126,76 @@ def test_photometric_augmentation_keeps_the_boxes():
     assert torch.equal(targets[0]["boxes"], data.positives(0)[0])
 
 
+def _two_sizes():
+    """Two images of other sizes (40 x 60 and 80 x 30), one box and two proposals each."""
+    items, proposals = [], []
+    for i, (h, w, value) in enumerate(((40, 60, 200), (80, 30, 0))):
+        image = torch.full((3, h, w), value, dtype=torch.uint8)
+        boxes = torch.tensor([[10.0, 10.0, 20.0, 30.0]])
+        items.append((image, {"boxes": boxes, "labels": torch.tensor([i + 1]), "image_id": i}))
+        proposals.append(torch.tensor([[0.0, 0.0, 10.0, 10.0], [5.0, 5.0, 15.0, 25.0]]))
+    return DetectionSet(items, proposals, keep_images=True)
+
+
+def test_mixup_keeps_both_images_objects_scaled_onto_the_first():
+    data = _two_sizes()
+    torch.manual_seed(0)
+    images, props, targets = augmented_batch(
+        data, [0], Compose([]), torch.device("cpu"), mixup_prob=1.0
+    )
+    assert images[0].shape == (3, 40, 60)
+    # 200 * w + 0 * (1 - w) with w in [0.3, 0.7]: a flat image of 60..140
+    value = int(images[0][0, 0, 0])
+    assert 60 <= value <= 140 and (images[0] == value).all()
+    # image 1 (80 x 30) maps onto 40 x 60: x times 2, y times 1/2
+    assert torch.equal(
+        targets[0]["boxes"], torch.tensor([[10.0, 10.0, 20.0, 30.0], [20.0, 5.0, 40.0, 15.0]])
+    )
+    assert targets[0]["labels"].tolist() == [1, 2]
+    assert torch.equal(props[0][:2], data.proposals[0])
+    assert torch.equal(props[0][2:], torch.tensor([[0.0, 0.0, 20.0, 5.0], [10.0, 2.5, 30.0, 12.5]]))
+
+
+def test_mixup_off_draws_nothing():
+    data = _two_sizes()
+    torch.manual_seed(3)
+    augmented_batch(data, [0, 1], Compose([]), torch.device("cpu"), mixup_prob=0.0)
+    after = torch.rand(())
+    torch.manual_seed(3)
+    assert torch.equal(after, torch.rand(()))
+
+
+def test_mixup_in_training_feeds_mixed_images(tmp_path):
+    record = []
+    _, log = _train(
+        tmp_path / "mix",
+        record=record,
+        augment_prob=1.0,
+        augment_mixup=1.0,
+        augment_brightness=0.0,
+        augment_contrast=0.0,
+        augment_saturation=0.0,
+        augment_hue=0.0,
+        augment_greyscale=0.0,
+        augment_invert=0.0,
+    )
+    data = _toy_data()
+    originals = [data.image(i).float() for i in range(len(data))]
+    assert log.info["augmented_steps"] == 6
+    for images in record:
+        for image in images:
+            # a blend w * a + (1 - w) * b of two different toy images, none of them as it was
+            assert not any(torch.equal(image.float(), o) for o in originals)
+            fits = []
+            for a in range(len(originals)):
+                for b in range(len(originals)):
+                    if a != b:
+                        d = originals[a] - originals[b]
+                        w = ((image.float() - originals[b]) * d).sum() / (d * d).sum()
+                        fits.append((image.float() - w * d - originals[b]).abs().max())
+            assert min(fits) <= 1.0
+
+
 def test_batch_augment_follows_the_config():
     assert batch_augment(TrainingConfig()) is None
     aug = batch_augment(TrainingConfig(augment_prob=0.5, augment_invert=0.0, augment_hflip=True))
@@ -149,6 +219,7 @@ def test_batch_augment_follows_the_config():
         ("augment_hflip", 1, "augment_hflip must be true or false"),
         ("augment_blur", 1.2, r"augment_blur must be in \[0, 1.0\]"),
         ("augment_noise", -0.5, "augment_noise"),
+        ("augment_mixup", 2.0, r"augment_mixup must be in \[0, 1.0\]"),
     ],
 )
 def test_config_validation(field, value, match):

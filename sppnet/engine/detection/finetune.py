@@ -21,7 +21,14 @@ from torch import Tensor, nn
 from torch.utils.data import Dataset
 
 from sppnet.config import TrainingConfig
-from sppnet.data.augment import AugmentConfig, Compose, build_augment
+from sppnet.data.augment import (
+    MIXUP_WEIGHTS,
+    AugmentConfig,
+    Compose,
+    build_augment,
+    mixup,
+    scale_boxes,
+)
 from sppnet.engine.detection.cache import FeatureCache
 from sppnet.engine.detection.data import DetectionSet
 from sppnet.engine.detection.stage_log import StageLog
@@ -283,25 +290,56 @@ def batch_augment(cfg: TrainingConfig) -> Compose | None:
 
 
 def augmented_batch(
-    data: DetectionSet, batch: Sequence[int], augment: Compose, device: torch.device
+    data: DetectionSet,
+    batch: Sequence[int],
+    augment: Compose,
+    device: torch.device,
+    mixup_prob: float = 0.0,
 ) -> tuple[list[Tensor], list[Tensor], list[dict[str, Tensor]]]:
     """``(images, proposals, targets)`` of ``batch`` with each image augmented, drawing from the
     global torch RNG (which the Trainer seeds per step, so a resumed run draws the same).
+
+    With probability ``mixup_prob`` an image is first mixed with another training image drawn
+    at random (:func:`~sppnet.data.augment.mixup`, weight from ``MIXUP_WEIGHTS``): the other
+    image's boxes and proposals are scaled onto it and appended to its own. With
+    ``mixup_prob`` 0 nothing is drawn for it.
 
     A flip (``augment_hflip``) mirrors an image's proposals and ground-truth boxes with it:
     both go through the transform as one box tensor so they share the draw.
     """
     images, props, targets = [], [], []
     for i in batch:
+        image = data.image(i)
         boxes, labels = data.positives(i)
         proposals = data.proposals[i]
-        image, moved = augment(
-            data.image(i), torch.cat([boxes, proposals]), torch.default_generator
-        )
+        if mixup_prob > 0 and len(data) > 1 and float(torch.rand(())) < mixup_prob:
+            image, boxes, labels, proposals = _mixed_with_another(
+                data, i, image, boxes, labels, proposals
+            )
+        image, moved = augment(image, torch.cat([boxes, proposals]), torch.default_generator)
         images.append(image.to(device))
         targets.append({"boxes": moved[: len(boxes)].to(device), "labels": labels.to(device)})
         props.append(moved[len(boxes) :].to(device))
     return images, props, targets
+
+
+def _mixed_with_another(
+    data: DetectionSet, i: int, image: Tensor, boxes: Tensor, labels: Tensor, proposals: Tensor
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Image ``i`` mixed with a random other image ``j != i`` of ``data``: the mixed image, and
+    the boxes, labels and proposals of both (``j``'s scaled onto ``i``'s size)."""
+    j = int(torch.randint(len(data) - 1, ()))
+    j += j >= i
+    low, high = MIXUP_WEIGHTS
+    weight = low + (high - low) * float(torch.rand((), dtype=torch.float64))
+    other = data.image(j)
+    other_boxes, other_labels = data.positives(j)
+    size_j, size_i = tuple(other.shape[-2:]), tuple(image.shape[-2:])
+    mixed = mixup(image, other, weight)
+    boxes = torch.cat([boxes, scale_boxes(other_boxes, size_j, size_i)])
+    labels = torch.cat([labels, other_labels])
+    proposals = torch.cat([proposals, scale_boxes(data.proposals[j].float(), size_j, size_i)])
+    return mixed, boxes, labels, proposals
 
 
 def finetune_end_to_end(
@@ -345,7 +383,9 @@ def finetune_end_to_end(
         scale = scales[int(torch.randint(len(scales), (1,)))] if len(scales) > 1 else scales[0]
         # No draw at all when augmentation is off: the RNG stream stays the one of before.
         if augment is not None and float(torch.rand(())) < cfg.augment_prob:
-            images, props, targets = augmented_batch(data, batch, augment, device)
+            images, props, targets = augmented_batch(
+                data, batch, augment, device, cfg.augment_mixup
+            )
             feats = detector.compute_features(images, [scale])
             augmented_steps[0] += 1
         elif trunk_cache is None:
