@@ -141,8 +141,10 @@ def run(args: argparse.Namespace) -> int:
         saved = detector.save_pretrained(args.save_model)
         print(f"model (scales {list(detector.config.scales)}): {saved}")
     if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         write_results_json(args.json, voc, coco, extra)
     if args.results:
+        Path(args.results).parent.mkdir(parents=True, exist_ok=True)
         written = write_coco_results(
             args.results, preds, data.dataset.result_image_ids, data.dataset.category_ids
         )
@@ -181,17 +183,56 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+#: Flags that need a model run, refused with ``--from-results`` rather than ignored.
+_MODEL_ONLY = (
+    ("weights", "--weights"),
+    ("scales", "--scales"),
+    ("save_model", "--save-model"),
+    ("results", "--results"),
+    ("proposals", "--proposals"),
+    ("device", "--device"),
+    ("workers", "--workers"),
+)
+
+
+class _ScoredDataset:
+    """What ``--draw`` and ``--report`` read of a dataset scored from a results file: its
+    ``image(i)`` and its ``targets`` (no proposals, no model)."""
+
+    def __init__(self, dataset, targets: list[dict]) -> None:
+        self.dataset, self.targets = dataset, targets
+
+    def image(self, index: int):
+        return self.dataset[index][0]
+
+
 def _score_results_file(args: argparse.Namespace) -> int:
-    """``--from-results``: VOC and COCO AP of a results file on a dataset split."""
+    """``--from-results``: VOC and COCO AP of a results file on a dataset split, and the
+    ``--json``, ``--plots``, ``--report`` and ``--draw`` outputs as for a model's run (shown
+    detections: score >= 0.5)."""
     from sppnet.data import AnnotationError, DatasetLayoutError, open_detection_dataset
     from sppnet.evaluation import (
         evaluate_coco,
         evaluate_voc,
         format_table,
         read_coco_results,
+        save_pr_curves,
+        write_report,
         write_results_json,
     )
+    from sppnet.inference import draw_predictions
 
+    given = [flag for name, flag in _MODEL_ONLY if getattr(args, name, None) is not None]
+    if args.amp != "off":
+        given.append("--amp")
+    if given:
+        print(
+            f"sppnet eval: --from-results scores a results file without running a model; "
+            f"{', '.join(given)} {'needs' if len(given) == 1 else 'need'} a model run "
+            "(drop them, or drop --from-results)",
+            file=sys.stderr,
+        )
+        return 2
     try:
         dataset = open_detection_dataset(args.data, args.split, args.format)
         preds = read_coco_results(args.from_results, dataset.result_image_ids, dataset.category_ids)
@@ -208,6 +249,28 @@ def _score_results_file(args: argparse.Namespace) -> int:
         f"{args.data} ({dataset.format}, split {args.split}, {len(dataset)} images)"
     )
     if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         extra = {"results": str(args.from_results), "split": args.split, "format": dataset.format}
         write_results_json(args.json, voc, coco, extra)
+    if args.plots:
+        Path(args.plots).mkdir(parents=True, exist_ok=True)
+        save_pr_curves(voc, Path(args.plots) / "pr_voc07.png", "voc07")
+    scored = _ScoredDataset(dataset, targets)
+    if args.report:
+        run_info = {"results": str(args.from_results), "data": f"{args.data} ({args.split})"}
+        path = write_report(
+            args.report,
+            preds,
+            targets,
+            classes,
+            scored.image,
+            run_info,
+            score_threshold=0.5,
+            voc=voc,
+            coco=coco,
+            compute_coco=False,
+        )
+        print(f"report: {path}")
+    if args.draw:
+        draw_predictions(scored, preds, classes, Path(args.draw), 0.5)
     return 0

@@ -204,3 +204,44 @@ def test_writer_checks_its_inputs(tmp_path):
         predictions_to_coco_results([pred], [1], [1, 3, 90])
     with pytest.raises(FileNotFoundError, match="results file not found"):
         read_coco_results(tmp_path / "none.json", [1], [1])
+
+
+def test_eval_from_results_writes_the_report_plots_and_drawings(scored, tmp_path, capsys):
+    from sppnet.cli.main import main
+
+    dataset, preds = scored
+    path = tmp_path / "results.json"
+    write_coco_results(path, preds, dataset.result_image_ids, dataset.category_ids)
+    out = tmp_path / "out"
+    args = ["eval", "--data", str(tmp_path / "coco"), "--split", "val", "--from-results", str(path)]
+    extra = ["--json", str(out / "r.json"), "--plots", str(out / "plots")]
+    extra += ["--report", str(out / "report"), "--draw", str(out / "draw"), "--no-coco"]
+    assert main(args + extra) == 0
+    targets = [dataset.get_target(i) for i in range(len(dataset))]
+    expected = evaluate_voc(preds, targets, dataset.classes).map("voc07")
+    assert json.loads((out / "r.json").read_text())["voc07"]["mAP"] == pytest.approx(expected)
+    assert (out / "plots" / "pr_voc07.png").stat().st_size > 0
+    report = json.loads((out / "report" / "report.json").read_text())
+    assert report["run"]["results"] == str(path)
+    totals = report["errors"]["false_positive_totals"]
+    assert set(totals) == {"localization", "confusion", "background"}
+    assert (out / "report" / "index.html").stat().st_size > 0
+    assert sorted(p.name for p in (out / "draw").iterdir()) == sorted(
+        f"{t['image_id']}.png" for t in targets
+    )
+
+
+@pytest.mark.parametrize(
+    "flags",
+    [["--weights", "model"], ["--scales", "480"], ["--save-model", "m"], ["--amp", "bf16"]],
+)
+def test_eval_from_results_refuses_model_flags(scored, tmp_path, capsys, flags):
+    from sppnet.cli.main import main
+
+    dataset, preds = scored
+    path = tmp_path / "results.json"
+    write_coco_results(path, preds, dataset.result_image_ids, dataset.category_ids)
+    args = ["eval", "--data", str(tmp_path / "coco"), "--split", "val"]
+    assert main([*args, "--from-results", str(path), *flags]) == 2
+    err = capsys.readouterr().err
+    assert f"{flags[0]} needs a model run" in err and "--from-results" in err
