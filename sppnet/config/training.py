@@ -76,6 +76,9 @@ class TrainingConfig(Serializable):
             training image (:func:`sppnet.data.augment.mixup`, weight 0.3-0.7, the other image
             resized to its size), both images' objects kept as targets and both images'
             proposals used; 0 (the default) draws nothing for it.
+        augment_fade: probability that an image of an augmented batch has its objects faded
+            (:func:`sppnet.data.augment.fade_objects`: each object's contrast against its
+            surroundings scaled by a factor drawn from 0.15-1); 0 (the default) draws nothing.
         amp: mixed precision of the gradient stages (``"off"``, ``"bf16"``, ``"fp16"``: see
             :data:`sppnet.utils.amp.AMP_MODES`); the feature cache, the SVMs and the box
             regression always run in float32.
@@ -127,6 +130,7 @@ class TrainingConfig(Serializable):
     augment_blur: float = 0.0
     augment_noise: float = 0.0
     augment_mixup: float = 0.0
+    augment_fade: float = 0.0
 
     def __post_init__(self) -> None:
         self.stages = tuple(self.stages)
@@ -180,6 +184,7 @@ class TrainingConfig(Serializable):
             ("augment_blur", 1.0),
             ("augment_noise", 1.0),
             ("augment_mixup", 1.0),
+            ("augment_fade", 1.0),
         ):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)):

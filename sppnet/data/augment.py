@@ -37,6 +37,7 @@ __all__ = [
     "adjust_hue",
     "adjust_saturation",
     "build_augment",
+    "fade_objects",
     "gaussian_blur",
     "hflip",
     "hflip_boxes",
@@ -45,6 +46,10 @@ __all__ = [
     "scale_boxes",
     "to_greyscale",
 ]
+
+FADE_FACTORS = (0.15, 1.0)
+"""Range of the factor by which a training fade (:func:`fade_objects`) scales an object's
+contrast against its surroundings."""
 
 MIXUP_WEIGHTS = (0.3, 0.7)
 """Range of the weight of the first image in a training mixup (:func:`mixup`): both images'
@@ -143,6 +148,61 @@ def scale_boxes(boxes: Tensor, from_size: tuple[int, int], to_size: tuple[int, i
         raise ValueError(f"scale_boxes: sizes must be positive, got {from_size} -> {to_size}")
     factors = boxes.new_tensor([w2 / w, h2 / h, w2 / w, h2 / h])
     return boxes * factors
+
+
+def _ramp(centres: Tensor, low: float, high: float, margin: float) -> Tensor:
+    """1 on ``[low, high]``, falling linearly to 0 over ``margin`` pixels on either side."""
+    if margin <= 0:
+        return ((centres >= low) & (centres <= high)).float()
+    inside = torch.minimum(centres - (low - margin), (high + margin) - centres) / margin
+    return inside.clamp_(0.0, 1.0)
+
+
+def fade_objects(image: Tensor, boxes: Tensor, factors: Tensor, margin: float = 0.25) -> Tensor:
+    """Lower each object's contrast against its surroundings (an object-level photometric
+    augmentation, after the box-only colour operations of Zoph et al. 2019, "Learning Data
+    Augmentation Strategies for Object Detection").
+
+    Inside box ``k`` every pixel moves toward the box's ground colour ``g_k``:
+    ``x' = g_k + factors[k] * (x - g_k)``, with ``g_k`` the per-channel median of the pixels on
+    the border of the box grown by ``margin`` times its width and height; across that margin the
+    effect ramps linearly to nothing, so no edge marks the box. Dark ink on a light ground (or
+    the reverse) becomes faint ink on the same ground; the rest of the image is untouched.
+
+    Args:
+        image: ``Tensor[3, H, W]`` uint8.
+        boxes: ``Tensor[G, 4]`` xyxy pixels (exclusive right edge); boxes are faded in order.
+        factors: ``Tensor[G]`` in ``[0, 1]``: 1 leaves the object as it is, 0 paints its box
+            (and part of the margin) in the ground colour.
+        margin: the ramp's width as a fraction of the box's size (>= 0).
+    """
+    _check_image(image, "fade_objects")
+    if boxes.dim() != 2 or boxes.shape[-1] != 4:
+        raise ValueError(f"fade_objects: expected Tensor[G, 4] boxes, got {tuple(boxes.shape)}")
+    if factors.shape != boxes.shape[:1]:
+        raise ValueError(
+            f"fade_objects: expected {boxes.shape[0]} factors, got {tuple(factors.shape)}"
+        )
+    if len(factors) and not bool(((factors >= 0) & (factors <= 1)).all()):
+        raise ValueError("fade_objects: factors must be in [0, 1]")
+    if not margin >= 0:
+        raise ValueError(f"fade_objects: margin must be >= 0, got {margin}")
+    height, width = image.shape[-2:]
+    out = image.float()
+    for (x1, y1, x2, y2), factor in zip(boxes.tolist(), factors.tolist(), strict=True):
+        mx, my = margin * (x2 - x1), margin * (y2 - y1)
+        left, top = max(0, math.floor(x1 - mx)), max(0, math.floor(y1 - my))
+        right, bottom = min(width, math.ceil(x2 + mx)), min(height, math.ceil(y2 + my))
+        if right - left < 2 or bottom - top < 2 or factor == 1.0:
+            continue
+        patch = out[:, top:bottom, left:right]
+        border = torch.cat([patch[:, 0], patch[:, -1], patch[:, :, 0], patch[:, :, -1]], dim=1)
+        ground = border.median(dim=1).values[:, None, None]
+        wy = _ramp(torch.arange(top, bottom) + 0.5, y1, y2, my)
+        wx = _ramp(torch.arange(left, right) + 0.5, x1, x2, mx)
+        weight = torch.minimum(wy[:, None], wx[None, :])
+        patch += weight * (factor - 1.0) * (patch - ground)
+    return out.round_().clamp_(0, 255).to(torch.uint8)
 
 
 def mixup(image: Tensor, other: Tensor, weight: float) -> Tensor:

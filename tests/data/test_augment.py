@@ -16,6 +16,7 @@ from sppnet.data.augment import (
     adjust_hue,
     adjust_saturation,
     build_augment,
+    fade_objects,
     gaussian_blur,
     hflip,
     hflip_boxes,
@@ -199,3 +200,56 @@ def test_scale_boxes_odd_sizes():
     assert scale_boxes(torch.zeros(0, 4), (5, 7), (10, 3)).shape == (0, 4)
     with pytest.raises(ValueError, match="sizes must be positive"):
         scale_boxes(boxes, (0, 7), (10, 3))
+
+
+def _ink_on_ground():
+    """A 40 x 50 ground of (200, 120, 40) with a dark 4 x 10 stroke at x 18-21, y 15-24."""
+    image = torch.tensor([200, 120, 40], dtype=torch.uint8)[:, None, None].repeat(1, 40, 50)
+    image[:, 15:25, 18:22] = 0
+    return image
+
+
+def test_fade_objects_moves_ink_toward_the_ground():
+    image = _ink_on_ground()
+    box = torch.tensor([[16.0, 12.0, 24.0, 28.0]])
+    faded = fade_objects(image, box, torch.tensor([0.25]))
+    # ink: g + 0.25 * (0 - g) = 0.75 g, per channel; the flat ground is unchanged everywhere
+    assert faded[:, 20, 19].tolist() == [150, 90, 30]
+    ground = (image == image[:, :1, :1]).all(0)
+    assert torch.equal(faded[:, ground], image[:, ground])
+    assert torch.equal(fade_objects(image, box, torch.tensor([1.0])), image)
+    assert (fade_objects(image, box, torch.tensor([0.0])) == image[:, :1, :1]).all()
+
+
+def test_fade_objects_ramps_over_the_margin_and_leaves_the_rest():
+    g = torch.Generator().manual_seed(0)
+    image = torch.randint(0, 256, (3, 60, 60), generator=g, dtype=torch.uint8)
+    box = torch.tensor([[20.0, 20.0, 40.0, 40.0]])  # margin 0.25: 5 px on each side
+    faded = fade_objects(image, box, torch.tensor([0.0]))
+    outside = torch.ones(60, 60, dtype=torch.bool)
+    outside[15:45, 15:45] = False
+    assert torch.equal(faded[:, outside], image[:, outside])
+    # in the ramp a pixel keeps part of its difference from the ground, more further out
+    ground = faded[:, 30, 30].float()[:, None]
+    keep = [
+        (
+            (faded[:, 30, x].float() - ground[:, 0]).abs().sum()
+            / (image[:, 30, x].float() - ground[:, 0]).abs().sum().clamp(min=1)
+        ).item()
+        for x in (16, 18, 20)
+    ]
+    assert keep[0] > keep[1] > keep[2] >= 0
+    assert torch.equal(fade_objects(image, torch.zeros(0, 4), torch.zeros(0)), image)
+
+
+def test_fade_objects_bad_input():
+    image = _ink_on_ground()
+    box = torch.tensor([[16.0, 12.0, 24.0, 28.0]])
+    with pytest.raises(ValueError, match="expected 1 factors"):
+        fade_objects(image, box, torch.tensor([0.5, 0.5]))
+    with pytest.raises(ValueError, match="factors must be in"):
+        fade_objects(image, box, torch.tensor([1.5]))
+    with pytest.raises(ValueError, match="margin must be"):
+        fade_objects(image, box, torch.tensor([0.5]), margin=-1)
+    with pytest.raises(ValueError, match="Tensor\\[G, 4\\]"):
+        fade_objects(image, box[0], torch.tensor([0.5]))

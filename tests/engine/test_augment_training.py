@@ -126,11 +126,14 @@ def test_photometric_augmentation_keeps_the_boxes():
     assert torch.equal(targets[0]["boxes"], data.positives(0)[0])
 
 
-def _two_sizes():
-    """Two images of other sizes (40 x 60 and 80 x 30), one box and two proposals each."""
+def _two_sizes(stroke=False):
+    """Two images of other sizes (40 x 60 and 80 x 30), one box and two proposals each; with
+    ``stroke``, a dark stroke inside the first image's box."""
     items, proposals = [], []
     for i, (h, w, value) in enumerate(((40, 60, 200), (80, 30, 0))):
         image = torch.full((3, h, w), value, dtype=torch.uint8)
+        if stroke and i == 0:
+            image[:, 15:25, 14:16] = 0
         boxes = torch.tensor([[10.0, 10.0, 20.0, 30.0]])
         items.append((image, {"boxes": boxes, "labels": torch.tensor([i + 1]), "image_id": i}))
         proposals.append(torch.tensor([[0.0, 0.0, 10.0, 10.0], [5.0, 5.0, 15.0, 25.0]]))
@@ -156,10 +159,29 @@ def test_mixup_keeps_both_images_objects_scaled_onto_the_first():
     assert torch.equal(props[0][2:], torch.tensor([[0.0, 0.0, 20.0, 5.0], [10.0, 2.5, 30.0, 12.5]]))
 
 
+def test_fade_fades_the_ground_truth_only():
+    data = _two_sizes()
+    torch.manual_seed(0)
+    images, props, targets = augmented_batch(
+        data, [0], Compose([]), torch.device("cpu"), fade_prob=1.0
+    )
+    # a flat image has nothing to fade: pixels, boxes and proposals are as they were
+    assert torch.equal(images[0], data.image(0))
+    assert torch.equal(targets[0]["boxes"], data.positives(0)[0])
+    assert torch.equal(props[0], data.proposals[0])
+    # with a dark stroke inside the box it comes out lighter, and nothing else changes
+    data = _two_sizes(stroke=True)
+    striped = data.image(0)
+    torch.manual_seed(0)
+    images, _, _ = augmented_batch(data, [0], Compose([]), torch.device("cpu"), fade_prob=1.0)
+    assert 0 < int(images[0][0, 20, 14]) < 200
+    assert torch.equal(images[0][:, :, 30:], striped[:, :, 30:])
+
+
 def test_mixup_off_draws_nothing():
     data = _two_sizes()
     torch.manual_seed(3)
-    augmented_batch(data, [0, 1], Compose([]), torch.device("cpu"), mixup_prob=0.0)
+    augmented_batch(data, [0, 1], Compose([]), torch.device("cpu"), mixup_prob=0.0, fade_prob=0.0)
     after = torch.rand(())
     torch.manual_seed(3)
     assert torch.equal(after, torch.rand(()))
@@ -220,6 +242,7 @@ def test_batch_augment_follows_the_config():
         ("augment_blur", 1.2, r"augment_blur must be in \[0, 1.0\]"),
         ("augment_noise", -0.5, "augment_noise"),
         ("augment_mixup", 2.0, r"augment_mixup must be in \[0, 1.0\]"),
+        ("augment_fade", -1.0, "augment_fade"),
     ],
 )
 def test_config_validation(field, value, match):

@@ -22,10 +22,12 @@ from torch.utils.data import Dataset
 
 from sppnet.config import TrainingConfig
 from sppnet.data.augment import (
+    FADE_FACTORS,
     MIXUP_WEIGHTS,
     AugmentConfig,
     Compose,
     build_augment,
+    fade_objects,
     mixup,
     scale_boxes,
 )
@@ -295,6 +297,7 @@ def augmented_batch(
     augment: Compose,
     device: torch.device,
     mixup_prob: float = 0.0,
+    fade_prob: float = 0.0,
 ) -> tuple[list[Tensor], list[Tensor], list[dict[str, Tensor]]]:
     """``(images, proposals, targets)`` of ``batch`` with each image augmented, drawing from the
     global torch RNG (which the Trainer seeds per step, so a resumed run draws the same).
@@ -302,7 +305,9 @@ def augmented_batch(
     With probability ``mixup_prob`` an image is first mixed with another training image drawn
     at random (:func:`~sppnet.data.augment.mixup`, weight from ``MIXUP_WEIGHTS``): the other
     image's boxes and proposals are scaled onto it and appended to its own. With
-    ``mixup_prob`` 0 nothing is drawn for it.
+    ``mixup_prob`` 0 nothing is drawn for it. Then, with probability ``fade_prob``, its
+    objects are faded (:func:`~sppnet.data.augment.fade_objects`, one factor per object from
+    ``FADE_FACTORS``); with ``fade_prob`` 0 nothing is drawn for it.
 
     A flip (``augment_hflip``) mirrors an image's proposals and ground-truth boxes with it:
     both go through the transform as one box tensor so they share the draw.
@@ -316,6 +321,10 @@ def augmented_batch(
             image, boxes, labels, proposals = _mixed_with_another(
                 data, i, image, boxes, labels, proposals
             )
+        if fade_prob > 0 and len(boxes) and float(torch.rand(())) < fade_prob:
+            low, high = FADE_FACTORS
+            factors = low + (high - low) * torch.rand(len(boxes), dtype=torch.float64)
+            image = fade_objects(image, boxes, factors.float())
         image, moved = augment(image, torch.cat([boxes, proposals]), torch.default_generator)
         images.append(image.to(device))
         targets.append({"boxes": moved[: len(boxes)].to(device), "labels": labels.to(device)})
@@ -384,7 +393,7 @@ def finetune_end_to_end(
         # No draw at all when augmentation is off: the RNG stream stays the one of before.
         if augment is not None and float(torch.rand(())) < cfg.augment_prob:
             images, props, targets = augmented_batch(
-                data, batch, augment, device, cfg.augment_mixup
+                data, batch, augment, device, cfg.augment_mixup, cfg.augment_fade
             )
             feats = detector.compute_features(images, [scale])
             augmented_steps[0] += 1
