@@ -193,3 +193,12 @@ class TrainingConfig(Serializable):
                 raise ValueError(f"{name} must be in [0, {top}], got {value}")
         if not isinstance(self.augment_hflip, bool):
             raise ValueError(f"augment_hflip must be true or false, got {self.augment_hflip!r}")
+        # The parts that are off by default act only inside augmented batches: asked for while
+        # augment_prob is 0 they would silently do nothing.
+        if self.augment_prob == 0:
+            for name in ("augment_blur", "augment_noise", "augment_mixup", "augment_fade"):
+                if getattr(self, name) > 0:
+                    raise ValueError(
+                        f"{name} = {getattr(self, name)} acts only on augmented batches: "
+                        "set augment_prob > 0 too"
+                    )

@@ -250,6 +250,15 @@ def test_config_validation(field, value, match):
         TrainingConfig(**{field: value})
 
 
+@pytest.mark.parametrize(
+    "field", ["augment_blur", "augment_noise", "augment_mixup", "augment_fade"]
+)
+def test_parts_that_need_augmented_batches_are_refused_without_them(field):
+    with pytest.raises(ValueError, match=f"{field} = 0.5 acts only on augmented batches"):
+        TrainingConfig(**{field: 0.5})
+    assert getattr(TrainingConfig(augment_prob=0.1, **{field: 0.5}), field) == 0.5
+
+
 def test_config_round_trip():
     cfg = TrainingConfig(augment_prob=0.5, augment_invert=0.3)
     again = TrainingConfig.from_dict(cfg.to_dict())
