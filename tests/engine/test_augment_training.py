@@ -187,19 +187,14 @@ def test_mixup_off_draws_nothing():
     assert torch.equal(after, torch.rand(()))
 
 
+_COLOUR_PARTS = ("brightness", "contrast", "saturation", "hue", "greyscale", "invert")
+
+
 def test_mixup_in_training_feeds_mixed_images(tmp_path):
     record = []
+    no_colour = {f"augment_{part}": 0.0 for part in _COLOUR_PARTS}
     _, log = _train(
-        tmp_path / "mix",
-        record=record,
-        augment_prob=1.0,
-        augment_mixup=1.0,
-        augment_brightness=0.0,
-        augment_contrast=0.0,
-        augment_saturation=0.0,
-        augment_hue=0.0,
-        augment_greyscale=0.0,
-        augment_invert=0.0,
+        tmp_path / "mix", record=record, augment_prob=1.0, augment_mixup=1.0, **no_colour
     )
     data = _toy_data()
     originals = [data.image(i).float() for i in range(len(data))]
