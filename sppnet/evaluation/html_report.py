@@ -381,7 +381,8 @@ def write_report(
     summary += f"<span>VOC10 mAP <b>{voc.map('voc10'):.3f}</b></span>"
     if coco is not None:
         summary += f"<span>COCO AP <b>{coco.metrics['AP']:.3f}</b></span>"
-    title = f"Evaluation report: {run_info.get('model', 'SPP-net detector')}"
+    named = run_info.get("model") or run_info.get("results") or "SPP-net detector"
+    title = f"Evaluation report: {named}"
     nav = "".join(
         f'<a href="#{a}">{t}</a>'
         for a, t in (

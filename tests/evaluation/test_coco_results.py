@@ -225,7 +225,7 @@ def test_eval_from_results_writes_the_report_plots_and_drawings(scored, tmp_path
     assert report["run"]["results"] == str(path)
     totals = report["errors"]["false_positive_totals"]
     assert set(totals) == {"localization", "confusion", "background"}
-    assert (out / "report" / "index.html").stat().st_size > 0
+    assert f"Evaluation report: {path}" in (out / "report" / "index.html").read_text()
     assert sorted(p.name for p in (out / "draw").iterdir()) == sorted(
         f"{t['image_id']}.png" for t in targets
     )
