@@ -81,6 +81,12 @@ class DemoConfig:
     jpeg_quality: int = 92
 
     def __post_init__(self) -> None:
+        # Ranges given as lists (YAML, JSON) are stored as tuples, so that a config read back
+        # from a manifest compares equal to the one it was built with.
+        for name in ("long_side", "digit_height", "digits_per_image"):
+            value = getattr(self, name)
+            if isinstance(value, list):
+                object.__setattr__(self, name, tuple(value))
         for name in ("num_train", "num_val", "num_test"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
