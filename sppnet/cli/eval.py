@@ -84,14 +84,8 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from sppnet.engine.detection.build import load_dataset_split
-    from sppnet.evaluation import (
-        format_table,
-        save_pr_curves,
-        write_coco_results,
-        write_report,
-        write_results_json,
-    )
-    from sppnet.inference import draw_predictions, draw_threshold, evaluate
+    from sppnet.evaluation import format_table, write_coco_results
+    from sppnet.inference import draw_threshold, evaluate
     from sppnet.models.detector import SPPNetDetector
 
     progress = not args.no_progress
@@ -140,47 +134,66 @@ def run(args: argparse.Namespace) -> int:
     if args.save_model:
         saved = detector.save_pretrained(args.save_model)
         print(f"model (scales {list(detector.config.scales)}): {saved}")
-    if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        write_results_json(args.json, voc, coco, extra)
     if args.results:
         Path(args.results).parent.mkdir(parents=True, exist_ok=True)
         written = write_coco_results(
             args.results, preds, data.dataset.result_image_ids, data.dataset.category_ids
         )
         print(f"COCO results: {written} detections -> {args.results}")
+    run_info = {
+        "model": str(args.weights),
+        "data": f"{args.data} ({args.split})",
+        "scales": list(detector.config.scales),
+        "settings": {
+            "scoring": detector.config.scoring,
+            "proposals_per_image": extra["proposals_per_image"],
+        },
+        "seconds": seconds,
+    }
+    threshold = draw_threshold(detector.config.scoring)
+    _write_outputs(args, voc, coco, preds, data, classes, extra, run_info, threshold)
+    return 0
+
+
+def _write_outputs(
+    args: argparse.Namespace,
+    voc,
+    coco,
+    preds: list[dict],
+    images,
+    classes: list[str],
+    extra: dict,
+    run_info: dict,
+    threshold: float,
+) -> None:
+    """``--json``, ``--plots``, ``--report`` and ``--draw``, the same for a model's run and for a
+    results file. ``images`` has ``image(i)`` and ``targets`` (a ``DetectionSet`` or
+    :class:`_ScoredDataset`); detections scoring above ``threshold`` are shown and counted."""
+    from sppnet.evaluation import save_pr_curves, write_report, write_results_json
+    from sppnet.inference import draw_predictions
+
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        write_results_json(args.json, voc, coco, extra)
     if args.plots:
         Path(args.plots).mkdir(parents=True, exist_ok=True)
         save_pr_curves(voc, Path(args.plots) / "pr_voc07.png", "voc07")
     if args.report:
-        settings = {
-            "scoring": detector.config.scoring,
-            "proposals_per_image": extra["proposals_per_image"],
-        }
-        run_info = {
-            "model": str(args.weights),
-            "data": f"{args.data} ({args.split})",
-            "scales": list(detector.config.scales),
-            "settings": settings,
-            "seconds": seconds,
-        }
         path = write_report(
             args.report,
             preds,
-            data.targets,
+            images.targets,
             classes,
-            data.image,
+            images.image,
             run_info,
-            score_threshold=draw_threshold(detector.config.scoring),
+            score_threshold=threshold,
             voc=voc,
             coco=coco,
             compute_coco=False,
         )
         print(f"report: {path}")
     if args.draw:
-        threshold = draw_threshold(detector.config.scoring)
-        draw_predictions(data, preds, classes, Path(args.draw), threshold)
-    return 0
+        draw_predictions(images, preds, classes, Path(args.draw), threshold)
 
 
 #: Flags that need a model run, refused with ``--from-results`` rather than ignored.
@@ -216,11 +229,7 @@ def _score_results_file(args: argparse.Namespace) -> int:
         evaluate_voc,
         format_table,
         read_coco_results,
-        save_pr_curves,
-        write_report,
-        write_results_json,
     )
-    from sppnet.inference import draw_predictions
 
     given = [flag for name, flag in _MODEL_ONLY if getattr(args, name, None) is not None]
     if args.amp != "off":
@@ -248,29 +257,8 @@ def _score_results_file(args: argparse.Namespace) -> int:
         f"mAP (VOC07 11-point) {voc.map('voc07'):.4f}   results {args.from_results}   data "
         f"{args.data} ({dataset.format}, split {args.split}, {len(dataset)} images)"
     )
-    if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        extra = {"results": str(args.from_results), "split": args.split, "format": dataset.format}
-        write_results_json(args.json, voc, coco, extra)
-    if args.plots:
-        Path(args.plots).mkdir(parents=True, exist_ok=True)
-        save_pr_curves(voc, Path(args.plots) / "pr_voc07.png", "voc07")
+    extra = {"results": str(args.from_results), "split": args.split, "format": dataset.format}
+    run_info = {"results": str(args.from_results), "data": f"{args.data} ({args.split})"}
     scored = _ScoredDataset(dataset, targets)
-    if args.report:
-        run_info = {"results": str(args.from_results), "data": f"{args.data} ({args.split})"}
-        path = write_report(
-            args.report,
-            preds,
-            targets,
-            classes,
-            scored.image,
-            run_info,
-            score_threshold=0.5,
-            voc=voc,
-            coco=coco,
-            compute_coco=False,
-        )
-        print(f"report: {path}")
-    if args.draw:
-        draw_predictions(scored, preds, classes, Path(args.draw), 0.5)
+    _write_outputs(args, voc, coco, preds, scored, classes, extra, run_info, 0.5)
     return 0
