@@ -234,7 +234,8 @@ def _write_block(out, k, buf, flat, c_lo, cb, channels, lev_n, lev_bin, occ_lev,
 
 @njit(inline="always")
 def _tail(dst, at, stride, src, src_at, pitch, rows):
-    """``transpose_rows`` for a run-time ``rows`` in 1 .. 7 (packed when ``stride == rows``)."""
+    """``transpose_rows`` for a run-time ``rows`` in 1 .. 7 (packed when ``stride == rows``):
+    one branch per value, because the intrinsic takes ``rows`` and ``packed`` as literals."""
     if stride == rows:
         if rows == 1:
             transpose_rows(dst, at, stride, src, src_at, pitch, 1, True)

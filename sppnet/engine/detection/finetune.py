@@ -347,7 +347,7 @@ def _mixed_with_another(
     mixed = mixup(image, other, weight)
     boxes = torch.cat([boxes, scale_boxes(other_boxes, size_j, size_i)])
     labels = torch.cat([labels, other_labels])
-    proposals = torch.cat([proposals, scale_boxes(data.proposals[j].float(), size_j, size_i)])
+    proposals = torch.cat([proposals, scale_boxes(data.proposals[j], size_j, size_i)])
     return mixed, boxes, labels, proposals
 
 
